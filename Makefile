@@ -1,0 +1,28 @@
+# The two commands of the README. Each sets up what it needs first (idempotent, seconds when
+# nothing changed): `make run` runs the whole pipeline locally, `make test` runs what CI runs.
+SHELL := /bin/bash
+VENV := .venv/bin
+RUN_ARGS ?=
+
+.PHONY: bootstrap run test lint typecheck pytest bench
+
+bootstrap:
+	build/bootstrap
+
+run: bootstrap
+	$(VENV)/carstream run $(RUN_ARGS)
+
+lint:
+	$(VENV)/ruff check jobs operator tests bench
+	$(VENV)/ruff format --check jobs operator tests bench
+
+typecheck:
+	$(VENV)/mypy
+
+pytest:
+	$(VENV)/pytest
+
+test: bootstrap lint typecheck pytest
+
+bench: bootstrap
+	$(VENV)/python bench/run_all.py

@@ -1,0 +1,5 @@
+pytest_plugins = [
+    "tests.fixtures.spark",
+    "tests.fixtures.kafka",
+    "tests.fixtures.kube",
+]
