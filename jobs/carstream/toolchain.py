@@ -35,10 +35,19 @@ def jars(group: str) -> list[Path]:
 
 
 def binary(name: str) -> Path:
-    """A Go tool built by the bootstrap: helm, kubeconform, kube-apiserver, kubectl, etcd."""
+    """A Go tool built by the bootstrap: helm, kubeconform, kube-score, kube-apiserver,
+    kubectl, etcd."""
     path = cache_dir() / "bin" / name
     if not os.access(path, os.X_OK):
         raise ToolchainMissing(f"{path} is missing: run build/bootstrap to build it")
+    return path
+
+
+def kubeconform_schemas_dir() -> Path:
+    """Kubernetes JSON schemas in kubeconform's layout, so it never reaches for the network."""
+    path = cache_dir() / "kubeconform-schemas"
+    if not path.is_dir():
+        raise ToolchainMissing(f"{path} is missing: run build/bootstrap to generate it")
     return path
 
 
