@@ -136,14 +136,14 @@ class KafkaSettings:
     password: str | None = field(default=None, repr=False)
 
     @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def add_arguments(
+        parser: argparse.ArgumentParser,
+        *,
+        bootstrap_default: str | None = "localhost:9092",
+        bootstrap_help: str = "Kafka bootstrap servers, host:port[,host:port]",
+    ) -> None:
         group = parser.add_argument_group("Kafka")
-        _add(
-            group,
-            "--bootstrap-servers",
-            default="localhost:9092",
-            help="Kafka bootstrap servers, host:port[,host:port]",
-        )
+        _add(group, "--bootstrap-servers", default=bootstrap_default, help=bootstrap_help)
         _add(
             group,
             "--kafka-security-protocol",
@@ -276,6 +276,7 @@ class StreamSettings:
     trigger_interval: str = "5 seconds"
     shuffle_partitions: int = 2
     starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = None
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -321,6 +322,12 @@ class StreamSettings:
             choices=("earliest", "latest"),
             help="where a new checkpoint starts reading its input topic",
         )
+        _add(
+            group,
+            "--max-offsets-per-trigger",
+            type=_positive_int,
+            help="at most this many records per micro-batch (default: all available)",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, stage: str) -> StreamSettings:
@@ -331,6 +338,7 @@ class StreamSettings:
             trigger_interval=args.trigger_interval,
             shuffle_partitions=args.shuffle_partitions,
             starting_offsets=args.starting_offsets,
+            max_offsets_per_trigger=args.max_offsets_per_trigger,
         )
 
 

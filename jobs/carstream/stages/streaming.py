@@ -1,0 +1,132 @@
+"""What the streaming stages (enrich, detect, count) share: their settings and how they run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pyspark.errors import PySparkException, StreamingQueryException
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from carstream import spark_io, toolchain
+from carstream.config import KafkaSettings, StreamSettings, Topics, TriggerKind
+from carstream.shutdown import stop_requested_on_signals
+from carstream.stages import StageUsageError, configure_logging
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class StreamJob:
+    """Where a streaming stage reads and writes (Kafka, topics) and how it runs (checkpoint,
+    trigger)."""
+
+    kafka: KafkaSettings
+    topics: Topics
+    stream: StreamSettings
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        KafkaSettings.add_arguments(parser)
+        Topics.add_arguments(parser)
+        StreamSettings.add_arguments(parser)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, stage: str) -> StreamJob:
+        return cls(
+            kafka=KafkaSettings.from_args(args),
+            topics=Topics.from_args(args),
+            stream=StreamSettings.from_args(args, stage),
+        )
+
+    def checkpoint(self, query: str | None = None) -> str:
+        """The stage's checkpoint, or the subfolder of one of its queries."""
+        root = self.stream.checkpoint_location.rstrip("/")
+        return root if query is None else f"{root}/{query}"
+
+
+def require_trigger(stage: str, stream: StreamSettings, supported: Sequence[TriggerKind]) -> None:
+    if stream.trigger not in supported:
+        raise StageUsageError(
+            f"the {stream.trigger} trigger is not supported by the {stage} stage in this Spark "
+            f"version; use one of: {', '.join(supported)}"
+        )
+
+
+def stop_all(queries: Sequence[StreamingQuery]) -> None:
+    for query in queries:
+        if query.isActive:
+            query.stop()
+
+
+def await_queries(
+    queries: Sequence[StreamingQuery],
+    stop: threading.Event | None = None,
+    poll_seconds: float = 0.5,
+) -> bool:
+    """Waits until every query has ended, or until `stop` is set; stops them all on the way
+    out. Returns True when the queries ended by themselves (an availableNow trigger ends a
+    query once it has drained its input), False when stopped. Raises the first query failure.
+    """
+    try:
+        while True:
+            for query in queries:
+                if not query.isActive and query.exception() is not None:
+                    query.awaitTermination()  # raises the query's StreamingQueryException
+            if not any(query.isActive for query in queries):
+                return True
+            if stop is None:
+                time.sleep(poll_seconds)
+            elif stop.wait(poll_seconds):
+                return False
+    finally:
+        stop_all(queries)
+
+
+def stage_main(
+    stage: str,
+    stream: StreamSettings,
+    start: Callable[[SparkSession], list[StreamingQuery]],
+) -> int:
+    """`carstream stage NAME` for a streaming stage: a session, the queries, progress logged
+    one line per micro-batch, until the queries end (exit 0) or fail (1), or Ctrl+C / SIGTERM
+    stops them (130)."""
+    configure_logging()
+    logger = logging.getLogger(f"carstream.{stage}")
+    try:
+        spark = spark_io.spark_session(
+            f"carstream-{stage}", shuffle_partitions=stream.shuffle_partitions
+        )
+    except toolchain.ToolchainMissing as error:
+        print(f"carstream stage {stage}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    spark.streams.addListener(spark_io.ProgressLogger(logger))
+    try:
+        with stop_requested_on_signals() as stop:
+            ended = await_queries(start(spark), stop)
+        if not ended:
+            logger.info("stopped on request; the checkpoint keeps the position")
+            return EXIT_INTERRUPTED
+    except spark_io.DataMissing as error:
+        print(f"carstream stage {stage}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except StreamingQueryException as error:
+        first_line = str(error).strip().splitlines()[0]
+        print(f"carstream stage {stage}: query failed: {first_line}", file=sys.stderr)
+        return EXIT_FAILED
+    except PySparkException as error:
+        first_line = str(error).strip().splitlines()[0]
+        print(f"carstream stage {stage}: the query could not start: {first_line}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if not spark_io.under_spark_submit():
+            spark.stop()
+    logger.info("done")
+    return 0

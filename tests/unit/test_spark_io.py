@@ -1,0 +1,30 @@
+"""Helpers of the Spark I/O edge that need no Kafka: progress lines, small-table snapshots."""
+
+from __future__ import annotations
+
+from pyspark.sql import Row, SparkSession
+
+from carstream import spark_io
+
+
+def test_progress_line_names_query_batch_rows_and_metrics() -> None:
+    line = spark_io.describe_progress(
+        {
+            "name": "enrich",
+            "batchId": 4,
+            "numInputRows": 1000,
+            "processedRowsPerSecond": 2500.0,
+            "batchDuration": 400,
+            "observedMetrics": {"enrich": Row(enriched=990, dead_letters=10)},
+        }
+    )
+    assert (
+        line == "enrich batch 4: 1000 read in 0.4 s (2,500 rows/s), enriched=990, dead_letters=10"
+    )
+
+
+def test_snapshot_holds_the_rows_as_local_data(spark: SparkSession) -> None:
+    frame = spark.createDataFrame([(1, "a"), (2, "b")], "id int, name string")
+    local = spark_io.snapshot(frame)
+    assert sorted(tuple(row) for row in local.collect()) == [(1, "a"), (2, "b")]
+    assert "LocalTableScan" in local._jdf.queryExecution().executedPlan().toString()
