@@ -1,0 +1,430 @@
+"""`carstream run`: the whole pipeline on one machine, with one command.
+
+A Kafka broker (embedded, unless --bootstrap-servers names one), the five topics, the three
+dimensions, the generator (a thread) and the enrich, detect and count streams (one local
+Spark session), with live progress read from the topics' end offsets and the counter's
+windows as they change. It stops after --duration seconds or on Ctrl+C / SIGTERM, in
+order: generator, streams, Spark, broker.
+
+State lives under --state-dir (default .carstream): warehouse/ (dimensions),
+checkpoints/<stage> and kafka/ (the embedded broker's data). Running again resumes from the
+checkpoints against the same topics; --fresh wipes those three folders first.
+
+--seed decides the cars (the same seed, the same dimensions); the events are random on every
+run, so that event ids stay unique across runs on the same state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from carstream import broker as embedded
+from carstream import spark_io, toolchain
+from carstream.config import (
+    ENV_PREFIX,
+    LOCAL_STATE_DIR,
+    CountSettings,
+    DetectSettings,
+    DimsSettings,
+    GeneratorSettings,
+    KafkaSettings,
+    StorageSettings,
+    StreamSettings,
+    Topics,
+    interval_seconds,
+)
+from carstream.kafka_admin import TopicAdmin
+from carstream.progress import TopicProgress
+from carstream.shutdown import StopSignals, stop_requested_on_signals
+from carstream.stages import StageUsageError, count, detect, dims, enrich, generate
+from carstream.stages.streaming import StreamJob
+
+STATE_FOLDERS = ("warehouse", "checkpoints", "kafka")
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+SPARK_EXIT_SECONDS = 30
+QUERY_STOP_GRACE_SECONDS = 15
+
+
+class PipelineFailed(RuntimeError):
+    """A part of the running pipeline (a query, the generator, the broker) stopped on error."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    state_dir: Path
+    fresh: bool
+    duration: float | None
+    trigger_interval: str
+    progress_interval: float
+    broker_heap: str
+    partitions: int
+
+    @property
+    def storage(self) -> StorageSettings:
+        return StorageSettings(warehouse=str(self.state_dir / "warehouse"))
+
+    def stream(self, stage: str) -> StreamSettings:
+        return StreamSettings(
+            checkpoint_location=str(self.state_dir / "checkpoints" / stage),
+            trigger="processingTime",
+            trigger_interval=self.trigger_interval,
+        )
+
+
+def wipe_state(state_dir: Path) -> None:
+    """Removes what a run keeps under `state_dir`, and nothing else that may be there."""
+    for name in STATE_FOLDERS:
+        shutil.rmtree(state_dir / name, ignore_errors=True)
+
+
+class _GeneratorThread(threading.Thread):
+    """Runs the generator; keeps its report or its failure for the main thread."""
+
+    def __init__(
+        self, kafka: KafkaSettings, topics: Topics, settings: GeneratorSettings, cars: list[int]
+    ) -> None:
+        super().__init__(name="carstream-generate", daemon=True)
+        self.kafka, self.topics, self.settings, self.cars = kafka, topics, settings, cars
+        self.stop_event = threading.Event()
+        self.report: generate.GeneratorReport | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.report = generate.run(
+                self.kafka, self.topics, self.settings, self.cars, stop=self.stop_event
+            )
+        except BaseException as error:
+            self.error = error
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join()
+
+
+def _say(message: str) -> None:
+    print(f"carstream run: {message}", flush=True)
+
+
+def run_pipeline(
+    run: RunSettings,
+    kafka: KafkaSettings,
+    topics: Topics,
+    dims_settings: DimsSettings,
+    generator: GeneratorSettings,
+    detect_settings: DetectSettings,
+    count_settings: CountSettings,
+    signals: StopSignals,
+) -> None:
+    """Runs everything until `run.duration` passes or a stop signal arrives; raises
+    PipelineFailed when a part fails. Whatever was started is stopped before this returns."""
+    stop: threading.Event = signals
+    if run.fresh:
+        wipe_state(run.state_dir)
+        _say(f"wiped {', '.join(STATE_FOLDERS)} under {run.state_dir}")
+    run.state_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as cleanup:
+        broker: embedded.EmbeddedBroker | None = None
+        if not kafka.bootstrap_servers:
+            started = time.monotonic()
+            broker = embedded.EmbeddedBroker(run.state_dir / "kafka", heap=run.broker_heap)
+            _say("starting the embedded Kafka broker")
+            broker.start()
+            cleanup.callback(_stop_broker, broker)
+            kafka = dataclasses.replace(kafka, bootstrap_servers=broker.bootstrap_servers)
+            _say(
+                f"Kafka broker ready at {broker.bootstrap_servers} in "
+                f"{time.monotonic() - started:.1f} s (log: {broker.log_file})"
+            )
+        admin = TopicAdmin(kafka)
+        cleanup.callback(admin.close)
+        created = admin.create_topics(topics.all(), partitions=run.partitions)
+        _say(f"topics: {', '.join(topics.all())} ({len(created)} created)")
+        if stop.is_set():
+            return
+
+        started = time.monotonic()
+        _say("starting Spark (local)")
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # all of it runs on this machine
+        spark = spark_io.spark_session("carstream-run", shuffle_partitions=2)
+        cleanup.callback(_stop_spark, spark)
+        signals.install()  # the SparkContext replaced the SIGINT handler with its own
+        _say(f"Spark ready in {time.monotonic() - started:.1f} s")
+        if stop.is_set():
+            return
+
+        written = dims.run(spark, dims_settings, run.storage)
+        _say(
+            f"dimensions written under {run.storage.warehouse}/dims "
+            f"({', '.join(f'{table}: {rows} rows' for table, rows in written.items())}, "
+            f"seed {dims_settings.seed})"
+        )
+        cars = generate.read_car_ids(run.storage)
+        if stop.is_set():
+            return
+
+        queries: list[StreamingQuery] = []
+        cleanup.callback(_stop_queries, queries)
+        job = StreamJob(kafka=kafka, topics=topics, stream=run.stream("enrich"))
+        queries += enrich.start(spark, job, run.storage)
+        job = dataclasses.replace(job, stream=run.stream("detect"))
+        queries += detect.start(spark, job, detect_settings)
+        job = dataclasses.replace(job, stream=run.stream("count"))
+        queries += count.start(spark, job, count_settings, console=sys.stdout)
+        _say(
+            f"streams started: {', '.join(q.name for q in queries)} "
+            f"(trigger every {run.trigger_interval}; checkpoints under "
+            f"{run.state_dir / 'checkpoints'})"
+        )
+
+        generator_thread = _GeneratorThread(kafka, topics, generator, cars)
+        generator_thread.start()
+        cleanup.callback(generator_thread.stop)
+        _say(f"generator sending {generator.rate:g} events/s for {len(cars)} cars")
+        _watch(run, admin, topics, queries, generator_thread, broker, stop)
+
+
+def _watch(
+    run: RunSettings,
+    admin: TopicAdmin,
+    topics: Topics,
+    queries: Sequence[StreamingQuery],
+    generator_thread: _GeneratorThread,
+    broker: embedded.EmbeddedBroker | None,
+    stop: threading.Event,
+) -> None:
+    """Prints progress every `run.progress_interval` seconds until the duration is over or a
+    stop is requested; raises PipelineFailed as soon as a part has failed."""
+    progress = TopicProgress(admin, topics)
+    progress.sample()
+    started = time.monotonic()
+    deadline = started + (run.duration if run.duration is not None else math.inf)
+    next_report = started + run.progress_interval
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= deadline:
+            _say(f"{run.duration:g} s are over: stopping")
+            break
+        for query in queries:
+            error = query.exception()
+            if error is not None:
+                raise PipelineFailed(f"query {query.name} failed: {error}")
+        if generator_thread.error is not None:
+            raise PipelineFailed(f"the generator failed: {generator_thread.error}")
+        if broker is not None and not broker.is_running():
+            raise PipelineFailed(f"the Kafka broker stopped on its own (log: {broker.log_file})")
+        if now >= next_report:
+            print(progress.sample().describe(now - started), flush=True)
+            next_report += run.progress_interval
+        stop.wait(min(1.0, max(0.05, min(next_report, deadline) - time.monotonic())))
+    else:
+        _say("stop requested: stopping")
+    generator_thread.stop()
+    if generator_thread.report is not None:
+        report = generator_thread.report
+        _say(f"generator sent {report.sent:,} events ({report.failed} not delivered)")
+    print(progress.sample().describe(time.monotonic() - started), flush=True)
+
+
+def _stop_queries(queries: Sequence[StreamingQuery]) -> None:
+    """Stops each query between two micro-batches when it gets there within a few seconds:
+    stopping one mid-batch works too (the checkpoint replays that batch) but fills the
+    console with the cancelled tasks' errors."""
+    deadline = time.monotonic() + QUERY_STOP_GRACE_SECONDS
+    for query in queries:
+        while query.isActive and query.status["isTriggerActive"]:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        query.stop()
+
+
+def _stop_spark(spark: SparkSession) -> None:
+    """Stops the session and waits for Spark's JVM to exit, which it does on its own only
+    some time after this process has gone (when it sees its stdin close)."""
+    from pyspark import SparkContext
+
+    spark.stop()
+    gateway = SparkContext._gateway
+    jvm_process = getattr(gateway, "proc", None)
+    if gateway is None or jvm_process is None:
+        return
+    gateway.shutdown()
+    if jvm_process.stdin is not None:
+        jvm_process.stdin.close()
+    try:
+        jvm_process.wait(SPARK_EXIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        jvm_process.kill()
+        jvm_process.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+
+
+def _stop_broker(broker: embedded.EmbeddedBroker) -> None:
+    _say("stopping the Kafka broker")
+    broker.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# `carstream run`
+
+
+def _seconds(text: str) -> float:
+    """A duration: plain seconds (`90`) or an interval (`90 seconds`, `2 minutes`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = interval_seconds(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
+    return value
+
+
+def _interval(text: str) -> str:
+    try:
+        seconds = interval_seconds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
+    return text.strip()
+
+
+def _partitions(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return value
+
+
+def add_cli(commands: Any) -> None:
+    """Adds `run` to the `carstream` sub-commands."""
+    parser = commands.add_parser(
+        "run",
+        help="run the whole pipeline locally (broker, dims, generator, streams) until Ctrl+C",
+        description=(__doc__ or "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # The generator's --num-cars and --seed give way to those of the dimensions: the
+        # generator uses every car of the dimension.
+        conflict_handler="resolve",
+    )
+    KafkaSettings.add_arguments(
+        parser,
+        bootstrap_default=None,
+        bootstrap_help="use this Kafka (host:port[,host:port]) instead of starting the "
+        "embedded broker",
+    )
+    Topics.add_arguments(parser)
+    GeneratorSettings.add_arguments(parser)
+    DimsSettings.add_arguments(parser)
+    DetectSettings.add_arguments(parser)
+    CountSettings.add_arguments(parser)
+    group = parser.add_argument_group("run")
+    group.add_argument(
+        "--duration",
+        type=_seconds,
+        help="stop after this many seconds of running pipeline, e.g. 90 or '2 minutes' "
+        "(default: until Ctrl+C)",
+    )
+    group.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get(f"{ENV_PREFIX}STATE_DIR", LOCAL_STATE_DIR)),
+        help=f"where the dimensions, checkpoints and the broker's data live (default: "
+        f"{LOCAL_STATE_DIR}); env {ENV_PREFIX}STATE_DIR",
+    )
+    group.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the warehouse, checkpoints and broker data under --state-dir first",
+    )
+    group.add_argument(
+        "--trigger-interval",
+        type=_interval,
+        default="5 seconds",
+        help="micro-batch interval of the streams (default: 5 seconds)",
+    )
+    group.add_argument(
+        "--progress-interval",
+        type=_seconds,
+        default=5.0,
+        help="seconds between progress lines (default: 5)",
+    )
+    group.add_argument(
+        "--partitions",
+        type=_partitions,
+        default=2,
+        help="partitions of each topic the run creates (default: 2)",
+    )
+    group.add_argument(
+        "--broker-heap",
+        type=embedded.heap_size,
+        default=embedded.DEFAULT_HEAP,
+        help=f"maximum heap of the embedded broker (default: {embedded.DEFAULT_HEAP})",
+    )
+    parser.set_defaults(handler=lambda args: main(args, parser))
+
+
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    count_settings = CountSettings.from_args(args)
+    try:
+        count.check_settings(count_settings)
+    except StageUsageError as error:
+        parser.error(str(error))
+    run = RunSettings(
+        state_dir=args.state_dir,
+        fresh=args.fresh,
+        duration=args.duration,
+        trigger_interval=args.trigger_interval,
+        progress_interval=args.progress_interval,
+        broker_heap=args.broker_heap,
+        partitions=args.partitions,
+    )
+    generator = GeneratorSettings(
+        rate=args.rate, time_limit=args.time_limit, max_events=args.max_events
+    )
+    logging.getLogger("carstream.kafka").setLevel(logging.ERROR)
+    with stop_requested_on_signals() as signals:
+        try:
+            run_pipeline(
+                run,
+                KafkaSettings.from_args(args),
+                Topics.from_args(args),
+                DimsSettings.from_args(args),
+                generator,
+                DetectSettings.from_args(args),
+                count_settings,
+                signals,
+            )
+        except (PipelineFailed, embedded.BrokerError, toolchain.ToolchainMissing) as error:
+            print(f"carstream run: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:  # a second Ctrl+C while stopping: what was started is gone
+            print("carstream run: interrupted while stopping", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    _say("stopped")
+    return 0
