@@ -1,0 +1,202 @@
+"""The child objects: a PipelineStage per stage of a Pipeline, a SparkApplication per run.
+
+Plain functions from specs to dicts; owner references are added by the handlers (kopf.adopt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from carstream_operator import resources as r
+from carstream_operator.model import StageSpec
+from carstream_operator.settings import Settings
+
+# Fields of Pipeline.spec that every PipelineStage gets as they are.
+SHARED_FIELDS = ("image", "imagePullPolicy", "serviceAccountName", "kafka", "storage")
+USERNAME_ENV = "CARSTREAM_KAFKA_USERNAME"
+PASSWORD_ENV = "CARSTREAM_KAFKA_PASSWORD"
+
+
+def stage_labels(pipeline: str, stage: str, job: str) -> dict[str, str]:
+    return {
+        r.LABEL_MANAGED_BY: r.MANAGER_NAME,
+        r.LABEL_PART_OF: "carstream",
+        r.LABEL_PIPELINE: pipeline,
+        r.LABEL_STAGE: stage,
+        r.LABEL_JOB: job,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline -> PipelineStage
+
+
+def stage_specs(pipeline: str, spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The spec of each stage's PipelineStage, by stage name, in the order of spec.stages."""
+    shared = {key: spec[key] for key in SHARED_FIELDS if key in spec}
+    pipeline_args = list(spec.get("args") or [])
+    pipeline_conf = dict(spec.get("sparkConf") or {})
+    result: dict[str, dict[str, Any]] = {}
+    for item in spec["stages"]:
+        stage = {key: value for key, value in item.items() if key != "name"}
+        stage_credentials = stage.pop("kafkaCredentialsSecret", None)
+        stage.update(
+            pipeline=pipeline,
+            stage=item["name"],
+            job=item.get("job") or item["name"],
+            args=pipeline_args + list(item.get("args") or []),
+            sparkConf={**pipeline_conf, **(item.get("sparkConf") or {})},
+            suspend=bool(spec.get("suspend")) or bool(item.get("suspend")),
+            **shared,
+        )
+        if stage_credentials is not None and "kafka" in stage:
+            stage["kafka"] = {**stage["kafka"], "credentialsSecret": stage_credentials}
+        if not stage["args"]:
+            del stage["args"]
+        if not stage["sparkConf"]:
+            del stage["sparkConf"]
+        result[item["name"]] = stage
+    return result
+
+
+def pipeline_stage(pipeline: str, namespace: str, stage_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A PipelineStage object (without its owner reference)."""
+    return {
+        "apiVersion": r.API_VERSION,
+        "kind": r.STAGE_KIND,
+        "metadata": {
+            "name": r.stage_object_name(pipeline, stage_spec["stage"]),
+            "namespace": namespace,
+            "labels": stage_labels(pipeline, stage_spec["stage"], stage_spec["job"]),
+        },
+        "spec": dict(stage_spec),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# PipelineStage -> SparkApplication
+
+
+def stage_arguments(spec: StageSpec, settings: Settings) -> list[str]:
+    """`stage JOB` and its flags (DEVELOPERS.md): only those the job accepts."""
+    arguments = ["stage", spec.job]
+    uses_kafka = spec.job != "dims"
+    if uses_kafka:
+        kafka = spec.kafka
+        arguments += ["--bootstrap-servers", kafka.bootstrap_servers]
+        arguments += ["--kafka-security-protocol", kafka.security_protocol]
+        if kafka.sasl_mechanism:
+            arguments += ["--kafka-sasl-mechanism", kafka.sasl_mechanism]
+        if kafka.ca_secret:
+            ca_file = f"{settings.kafka_ca_mount_path.rstrip('/')}/{kafka.ca_secret.key}"
+            arguments += ["--kafka-ca-file", ca_file]
+        elif kafka.ca_file:
+            arguments += ["--kafka-ca-file", kafka.ca_file]
+    if spec.job in ("dims", "generate", "enrich"):
+        arguments += ["--warehouse", spec.warehouse]
+    if spec.streaming:
+        arguments += ["--checkpoint-location", spec.checkpoint_location]
+        arguments += ["--trigger", spec.trigger.type]
+        if spec.trigger.type != "availableNow":
+            arguments += ["--trigger-interval", spec.trigger.interval]
+    return arguments + list(spec.args)
+
+
+def _pod(spec: StageSpec, role: str, settings: Settings) -> dict[str, Any]:
+    resources = spec.driver if role == "driver" else spec.executor
+    pod: dict[str, Any] = {
+        "cores": resources.cores,
+        "memory": resources.memory,
+        "labels": stage_labels(spec.pipeline, spec.stage, spec.job),
+    }
+    if role == "executor":
+        pod["instances"] = resources.instances
+    if spec.service_account_name:
+        pod["serviceAccount"] = spec.service_account_name
+    kafka = spec.kafka
+    if spec.job != "dims" and kafka.credentials:
+        pod["env"] = [
+            {"name": USERNAME_ENV, "value": kafka.credentials.username},
+            {
+                "name": PASSWORD_ENV,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": kafka.credentials.secret_name,
+                        "key": kafka.credentials.password_key,
+                    }
+                },
+            },
+        ]
+    if spec.job != "dims" and kafka.ca_secret:
+        pod["secrets"] = [
+            {
+                "name": kafka.ca_secret.name,
+                "path": settings.kafka_ca_mount_path,
+                "secretType": "Generic",
+            }
+        ]
+    return pod
+
+
+def application_spec(spec: StageSpec, settings: Settings) -> dict[str, Any]:
+    """The spec of a stage's SparkApplication: the same for every run of the same stage spec."""
+    app: dict[str, Any] = {
+        "type": "Python",
+        "pythonVersion": "3",
+        "mode": "cluster",
+        "sparkVersion": settings.spark_version,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "mainApplicationFile": settings.main_application_file,
+        "arguments": stage_arguments(spec, settings),
+        # The stage restarts failed runs itself, with its own backoff and limits.
+        "restartPolicy": {"type": "Never"},
+        "driver": _pod(spec, "driver", settings),
+        "executor": _pod(spec, "executor", settings),
+    }
+    if spec.spark_conf:
+        app["sparkConf"] = dict(spec.spark_conf)
+    return app
+
+
+def application_spec_hash(app_spec: Mapping[str, Any]) -> str:
+    encoded = json.dumps(app_spec, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def spark_application(
+    *,
+    name: str,
+    namespace: str,
+    stage_object: str,
+    spec: StageSpec,
+    run: int,
+    restarts: int,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Run number `run` of a stage (without its owner reference)."""
+    app_spec = application_spec(spec, settings)
+    labels = {
+        **stage_labels(spec.pipeline, spec.stage, spec.job),
+        r.LABEL_COMPONENT: "stage",
+        r.LABEL_STAGE_OBJECT: stage_object,
+        r.LABEL_RUN: str(run),
+    }
+    return {
+        "apiVersion": r.SPARK_API_VERSION,
+        "kind": r.SPARK_KIND,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {
+                r.ANNOTATION_RUN: str(run),
+                r.ANNOTATION_RESTARTS: str(restarts),
+                r.ANNOTATION_SPEC_HASH: application_spec_hash(app_spec),
+            },
+        },
+        "spec": app_spec,
+    }

@@ -1,0 +1,197 @@
+"""The child objects: PipelineStages from a Pipeline, SparkApplications from a stage."""
+
+from __future__ import annotations
+
+import pytest
+
+from carstream_operator import builders
+from carstream_operator import resources as r
+from carstream_operator.model import StageSpec
+from carstream_operator.settings import Settings
+from tests.operator import schemas
+from tests.operator.examples import pipeline_spec
+
+SETTINGS = Settings()
+SECURED_KAFKA = {
+    "bootstrapServers": "carstream-kafka-bootstrap:9093",
+    "securityProtocol": "SASL_SSL",
+    "saslMechanism": "SCRAM-SHA-512",
+    "credentialsSecret": {"name": "carstream-app"},
+    "caSecret": {"name": "carstream-cluster-ca-cert"},
+}
+
+
+def stage(name: str, **pipeline_overrides: object) -> StageSpec:
+    specs = builders.stage_specs("demo", pipeline_spec(**pipeline_overrides))
+    return StageSpec.from_dict(specs[name])
+
+
+def application(spec: StageSpec, run: int = 1, restarts: int = 0) -> dict:
+    return builders.spark_application(
+        name=r.application_name("demo-" + spec.stage, run),
+        namespace="ns",
+        stage_object="demo-" + spec.stage,
+        spec=spec,
+        run=run,
+        restarts=restarts,
+        settings=SETTINGS,
+    )
+
+
+@pytest.mark.parametrize("job", ["dims", "generate", "enrich", "detect", "count"])
+@pytest.mark.parametrize("kafka", [None, SECURED_KAFKA], ids=["plaintext", "sasl-ssl"])
+def test_applications_are_valid_spark_applications(job: str, kafka: dict | None) -> None:
+    overrides = {"kafka": kafka} if kafka else {}
+    app = application(stage(job, **overrides))
+    assert schemas.errors(schemas.spark_application_validator(), app) == []
+    assert app["apiVersion"] == "sparkoperator.k8s.io/v1beta2"
+    spec = app["spec"]
+    assert (spec["type"], spec["pythonVersion"], spec["mode"]) == ("Python", "3", "cluster")
+    assert spec["sparkVersion"] == "4.2.0"
+    assert spec["mainApplicationFile"] == "local:///opt/carstream/main.py"
+    assert spec["arguments"][:2] == ["stage", job]
+    assert spec["restartPolicy"] == {"type": "Never"}
+    assert spec["driver"]["serviceAccount"] == "carstream-spark"
+    assert spec["sparkConf"] == {"spark.sql.shuffle.partitions": "4"}
+
+
+def test_streaming_stages_get_a_stable_checkpoint_and_their_trigger() -> None:
+    arguments = application(stage("count"))["spec"]["arguments"]
+    assert arguments == [
+        "stage",
+        "count",
+        "--bootstrap-servers",
+        "carstream-kafka-bootstrap:9092",
+        "--kafka-security-protocol",
+        "PLAINTEXT",
+        "--checkpoint-location",
+        "s3a://carstream-test/checkpoints/demo/count",
+        "--trigger",
+        "processingTime",
+        "--trigger-interval",
+        "30 seconds",
+    ]
+    again = application(stage("count"), run=7, restarts=3)["spec"]["arguments"]
+    assert again == arguments
+
+
+def test_each_job_gets_only_the_flags_it_accepts() -> None:
+    dims = application(stage("dims"))["spec"]["arguments"]
+    assert dims == ["stage", "dims", "--warehouse", "s3a://carstream-test/data", "--num-cars", "20"]
+    generate = application(stage("generate"))["spec"]["arguments"]
+    assert "--warehouse" in generate and "--checkpoint-location" not in generate
+    assert generate[-2:] == ["--rate", "50"]
+    detect = application(stage("detect"))["spec"]["arguments"]
+    assert "--warehouse" not in detect and "--checkpoint-location" in detect
+    enrich = application(stage("enrich"))["spec"]["arguments"]
+    assert "--warehouse" in enrich and "--checkpoint-location" in enrich
+
+
+def test_an_available_now_trigger_has_no_interval() -> None:
+    stages = pipeline_spec()["stages"]
+    stages[4]["trigger"] = {"type": "availableNow"}
+    arguments = application(stage("count", stages=stages))["spec"]["arguments"]
+    assert arguments[-2:] == ["--trigger", "availableNow"]
+
+
+def test_kafka_credentials_and_ca_come_from_secrets() -> None:
+    app = application(stage("enrich", kafka=SECURED_KAFKA))
+    arguments = app["spec"]["arguments"]
+    assert arguments[arguments.index("--kafka-security-protocol") + 1] == "SASL_SSL"
+    assert arguments[arguments.index("--kafka-sasl-mechanism") + 1] == "SCRAM-SHA-512"
+    assert arguments[arguments.index("--kafka-ca-file") + 1] == "/etc/carstream/kafka-ca/ca.crt"
+    for role in ("driver", "executor"):
+        pod = app["spec"][role]
+        assert pod["env"] == [
+            {"name": "CARSTREAM_KAFKA_USERNAME", "value": "carstream-app"},
+            {
+                "name": "CARSTREAM_KAFKA_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "carstream-app", "key": "password"}},
+            },
+        ]
+        assert pod["secrets"] == [
+            {
+                "name": "carstream-cluster-ca-cert",
+                "path": "/etc/carstream/kafka-ca",
+                "secretType": "Generic",
+            }
+        ]
+    # The password itself is never in the application.
+    assert "password=" not in str(app)
+
+
+def test_dims_gets_no_kafka_settings() -> None:
+    app = application(stage("dims", kafka=SECURED_KAFKA))
+    assert "env" not in app["spec"]["driver"] and "secrets" not in app["spec"]["driver"]
+    assert not any(a.startswith("--kafka") for a in app["spec"]["arguments"])
+
+
+def test_runs_are_labelled_and_carry_their_run_and_restarts() -> None:
+    app = application(stage("enrich"), run=4, restarts=2)
+    metadata = app["metadata"]
+    assert metadata["name"] == "demo-enrich-4"
+    assert metadata["labels"][r.LABEL_PIPELINE] == "demo"
+    assert metadata["labels"][r.LABEL_STAGE] == "enrich"
+    assert metadata["labels"][r.LABEL_STAGE_OBJECT] == "demo-enrich"
+    assert metadata["labels"][r.LABEL_MANAGED_BY] == "carstream-operator"
+    assert metadata["annotations"][r.ANNOTATION_RUN] == "4"
+    assert metadata["annotations"][r.ANNOTATION_RESTARTS] == "2"
+    assert app["spec"]["driver"]["labels"][r.LABEL_STAGE] == "enrich"
+
+
+def test_the_spec_hash_changes_with_the_spec_and_not_with_the_run() -> None:
+    spec = stage("enrich")
+    first = application(spec, run=1)["metadata"]["annotations"][r.ANNOTATION_SPEC_HASH]
+    later = application(spec, run=9, restarts=4)["metadata"]["annotations"][r.ANNOTATION_SPEC_HASH]
+    assert first == later
+    changed = stage("enrich", sparkConf={"spark.sql.shuffle.partitions": "8"})
+    assert application(changed)["metadata"]["annotations"][r.ANNOTATION_SPEC_HASH] != first
+
+
+def test_stage_specs_merge_the_shared_settings_into_each_stage() -> None:
+    spec = pipeline_spec(args=["--topic-sensors", "cars"], suspend=True)
+    spec["stages"][3]["sparkConf"] = {"spark.sql.shuffle.partitions": "2", "spark.x": "y"}
+    specs = builders.stage_specs("demo", spec)
+    assert list(specs) == ["dims", "generate", "enrich", "detect", "count"]
+    detect = specs["detect"]
+    assert (
+        detect["pipeline"] == "demo" and detect["stage"] == "detect" and detect["job"] == "detect"
+    )
+    assert detect["image"] == "carstream:0.1.0"
+    assert detect["kafka"] == spec["kafka"]
+    assert detect["args"] == ["--topic-sensors", "cars", "--speed-limit", "130"]
+    assert detect["sparkConf"] == {"spark.sql.shuffle.partitions": "2", "spark.x": "y"}
+    assert detect["suspend"] is True
+    assert "name" not in detect
+    validator = schemas.carstream_validator("pipelinestages")
+    for stage_spec in specs.values():
+        obj = builders.pipeline_stage("demo", "ns", stage_spec)
+        assert schemas.errors(validator, obj) == []
+        assert obj["metadata"]["name"] == f"demo-{stage_spec['stage']}"
+
+
+def test_a_stage_may_use_its_own_kafka_user() -> None:
+    stages = [{"name": "enrich", "kafkaCredentialsSecret": {"name": "carstream-enrich"}}]
+    specs = builders.stage_specs("demo", pipeline_spec(kafka=SECURED_KAFKA, stages=stages))
+    assert "kafkaCredentialsSecret" not in specs["enrich"]
+    assert specs["enrich"]["kafka"]["credentialsSecret"] == {"name": "carstream-enrich"}
+    assert specs["enrich"]["kafka"]["caSecret"] == SECURED_KAFKA["caSecret"]
+    env = application(StageSpec.from_dict(specs["enrich"]))["spec"]["driver"]["env"]
+    assert env[0] == {"name": "CARSTREAM_KAFKA_USERNAME", "value": "carstream-enrich"}
+    assert env[1]["valueFrom"]["secretKeyRef"]["name"] == "carstream-enrich"
+
+
+def test_a_stage_may_run_a_job_under_another_name() -> None:
+    stages = [{"name": "fast-alerts", "job": "detect", "args": ["--speed-limit", "90"]}]
+    specs = builders.stage_specs("demo", pipeline_spec(stages=stages))
+    assert specs["fast-alerts"]["job"] == "detect"
+    arguments = application(StageSpec.from_dict(specs["fast-alerts"]))["spec"]["arguments"]
+    assert arguments[:2] == ["stage", "detect"]
+    assert "s3a://carstream-test/checkpoints/demo/fast-alerts" in arguments
+
+
+def test_example_pipelines_are_valid_pipelines() -> None:
+    validator = schemas.carstream_validator("pipelines")
+    obj = {"apiVersion": r.API_VERSION, "kind": "Pipeline", "metadata": {"name": "demo"}}
+    assert schemas.errors(validator, {**obj, "spec": pipeline_spec()}) == []
+    assert schemas.errors(validator, {**obj, "spec": pipeline_spec(kafka=SECURED_KAFKA)}) == []
