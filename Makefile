@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 RUN_ARGS ?=
+PY_DIRS := jobs operator tests bench scripts charts/carstream/files
 
 .PHONY: bootstrap run test lint typecheck pytest bench
 
@@ -13,8 +14,8 @@ run: bootstrap
 	$(VENV)/carstream run $(RUN_ARGS)
 
 lint:
-	$(VENV)/ruff check jobs operator tests bench
-	$(VENV)/ruff format --check jobs operator tests bench
+	$(VENV)/ruff check $(PY_DIRS)
+	$(VENV)/ruff format --check $(PY_DIRS)
 
 typecheck:
 	$(VENV)/mypy

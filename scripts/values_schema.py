@@ -1,0 +1,308 @@
+"""Write charts/carstream/values.schema.json: the hand-written rules below plus the schema of
+a pipeline stage, taken from the Pipeline CRD in charts/carstream/crds/ so the two never drift.
+
+    .venv/bin/python scripts/values_schema.py           # rewrite the file
+    .venv/bin/python scripts/values_schema.py --check   # exit 1 if it is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "carstream"
+SCHEMA_FILE = CHART / "values.schema.json"
+PIPELINE_CRD = CHART / "crds" / "carstream.io_pipelines.yaml"
+
+Schema = dict[str, Any]
+
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+def obj(properties: Schema, required: Sequence[str] = (), **extra: Any) -> Schema:
+    schema: Schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    schema.update(extra)
+    return schema
+
+
+def string(**extra: Any) -> Schema:
+    return {"type": "string", **extra}
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Schema:
+    schema: Schema = {"type": "integer"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return schema
+
+
+def string_map(description: str) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "additionalProperties": {"type": "string"},
+    }
+
+
+def quantity() -> Schema:
+    return {"anyOf": [{"type": "string", "pattern": QUANTITY}, {"type": "number", "minimum": 0}]}
+
+
+def resources() -> Schema:
+    amounts = obj(
+        {"cpu": quantity(), "memory": quantity(), "ephemeral-storage": quantity()},
+        required=["cpu", "memory"],
+    )
+    return obj(
+        {"requests": amounts, "limits": amounts},
+        required=["requests", "limits"],
+        description="requests and limits: cpu and memory required, ephemeral-storage optional",
+    )
+
+
+def topic() -> Schema:
+    return obj(
+        {
+            "name": string(
+                pattern=r"^[a-zA-Z0-9._-]{1,249}$",
+                description="Kafka topic name: letters, digits, '.', '_', '-'",
+            ),
+            "partitions": integer(1, 10000),
+            "retentionMs": integer(-1),
+        },
+        required=["name", "partitions", "retentionMs"],
+    )
+
+
+def without_kubernetes_keywords(node: Any) -> Any:
+    """The CRD's schema as plain JSON Schema: CEL rules and list-type hints dropped (the API
+    server checks those at install), unknown fields rejected; descriptions left to the CRD."""
+    if isinstance(node, list):
+        return [without_kubernetes_keywords(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    schema = {
+        key: without_kubernetes_keywords(value)
+        for key, value in node.items()
+        if not key.startswith("x-kubernetes-") and key not in {"default", "format", "description"}
+    }
+    if "properties" in schema and "additionalProperties" not in schema:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def stage_schema(pipeline_crd: Path) -> Schema:
+    crd = yaml.safe_load(pipeline_crd.read_text())
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    stages = root["properties"]["spec"]["properties"]["stages"]
+    return without_kubernetes_keywords(stages)
+
+
+def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
+    kafka = obj(
+        {
+            "clusterName": string(
+                pattern=r"^([a-z]([-a-z0-9]*[a-z0-9])?)?$",
+                maxLength=40,
+                description="a DNS label of at most 40 characters, or empty",
+            ),
+            "version": string(pattern=r"^4\.[0-9]+\.[0-9]+$"),
+            "replicationFactor": integer(1, 32767),
+            "minInsyncReplicas": integer(1, 32767),
+            "listenerPort": integer(9092, 65535),
+            "consumerGroupPrefix": string(minLength=1),
+            "nodePool": obj(
+                {
+                    "replicas": integer(1, 100),
+                    "storage": obj(
+                        {
+                            "type": string(enum=["ephemeral", "persistent-claim"]),
+                            "sizeLimit": quantity(),
+                            "size": quantity(),
+                            "class": string(),
+                            "deleteClaim": {"type": "boolean"},
+                        },
+                        required=["type"],
+                    ),
+                    "resources": resources(),
+                },
+                required=["replicas", "storage", "resources"],
+            ),
+            "entityOperator": obj({"resources": resources()}, required=["resources"]),
+            "externalListener": obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "advertisedHost": string(minLength=1),
+                    "bootstrapNodePort": integer(30000, 32767),
+                    "brokerNodePorts": {
+                        "type": "array",
+                        "items": integer(30000, 32767),
+                        "minItems": 1,
+                        "uniqueItems": True,
+                    },
+                },
+                required=["enabled"],
+            ),
+            "topics": obj(
+                {role: topic() for role in ("sensors", "enriched", "alerts", "counts", "dlq")},
+                required=["sensors", "enriched", "alerts", "counts", "dlq"],
+            ),
+        },
+        required=["version", "replicationFactor", "minInsyncReplicas", "nodePool", "topics"],
+    )
+    storage = obj(
+        {
+            "warehouse": string(
+                pattern=r"^(s3a|file|hdfs|gs|abfss?)://.+",
+                description="a URL: s3a://bucket/path, or file:///path on sharedVolume",
+            ),
+            "checkpointRoot": string(pattern=r"^(s3a|file|hdfs|gs|abfss?)://.+"),
+            "sharedVolume": obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "hostPath": string(pattern=r"^(/.*)?$"),
+                    "storageClass": string(),
+                    "size": quantity(),
+                    "mountPath": string(pattern=r"^/.+"),
+                },
+                required=["enabled"],
+            ),
+            "s3": obj(
+                {
+                    "endpoint": string(pattern=r"^(https?://.+)?$"),
+                    "pathStyleAccess": {"type": "boolean"},
+                    "credentialsSecret": string(
+                        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+                        description="the name of a Secret, never a key",
+                    ),
+                }
+            ),
+        },
+        required=["warehouse", "checkpointRoot"],
+    )
+    pipeline = obj(
+        {
+            "create": {"type": "boolean"},
+            "name": string(
+                pattern=r"^([a-z]([-a-z0-9]*[a-z0-9])?)?$",
+                maxLength=30,
+                description="a DNS label of at most 30 characters, or empty",
+            ),
+            "args": {"type": "array", "items": string()},
+            "sparkConf": string_map("Spark configuration of every stage"),
+            "suspend": {"type": "boolean"},
+            "stages": stage_schema(pipeline_crd),
+        },
+        required=["create", "stages"],
+    )
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "carstream chart values",
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "image",
+            "runAsUser",
+            "kafka",
+            "storage",
+            "spark",
+            "operator",
+            "pipeline",
+            "test",
+        ],
+        "properties": {
+            "global": {"type": "object"},
+            "image": obj(
+                {
+                    "repository": string(minLength=1),
+                    "tag": string(),
+                    "pullPolicy": string(enum=["Always", "IfNotPresent", "Never"]),
+                },
+                required=["repository", "pullPolicy"],
+            ),
+            "imagePullSecrets": {
+                "type": "array",
+                "items": obj({"name": string(minLength=1)}, required=["name"]),
+            },
+            "nameOverride": string(),
+            "runAsUser": integer(1, 2147483647),
+            "fullnameOverride": string(maxLength=40),
+            "kafka": kafka,
+            "storage": storage,
+            "spark": obj(
+                {
+                    "serviceAccount": obj(
+                        {"name": string(), "annotations": string_map("ServiceAccount annotations")}
+                    ),
+                    "driverNodeSelector": string_map("node labels of the drivers' nodes"),
+                    "executorNodeSelector": string_map("node labels of the executors' nodes"),
+                }
+            ),
+            "operator": obj(
+                {
+                    "metricsPort": integer(1024, 65535),
+                    "livenessPort": integer(1024, 65535),
+                    "resources": resources(),
+                    "nodeSelector": string_map("node labels of the operator's node"),
+                    "tolerations": {"type": "array", "items": {"type": "object"}},
+                    "affinity": {"type": "object"},
+                },
+                required=["metricsPort", "livenessPort", "resources"],
+            ),
+            "pipeline": pipeline,
+            "test": obj(
+                {
+                    "topics": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": string(enum=["sensors", "enriched", "alerts", "counts", "dlq"]),
+                    },
+                    "timeoutSeconds": integer(1, 86400),
+                    "resources": resources(),
+                },
+                required=["topics", "timeoutSeconds", "resources"],
+            ),
+        },
+    }
+
+
+def render(pipeline_crd: Path = PIPELINE_CRD) -> str:
+    return json.dumps(values_schema(pipeline_crd), indent=2) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="values_schema.py", description="Write or check charts/carstream/values.schema.json."
+    )
+    parser.add_argument("--check", action="store_true", help="only check that it is up to date")
+    parser.add_argument(
+        "--crd", type=Path, default=PIPELINE_CRD, help="the Pipeline CRD (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    text = render(args.crd)
+    if args.check:
+        if not SCHEMA_FILE.is_file() or SCHEMA_FILE.read_text() != text:
+            print(f"{SCHEMA_FILE} is out of date: run .venv/bin/python scripts/values_schema.py")
+            return 1
+        return 0
+    SCHEMA_FILE.write_text(text)
+    print(f"wrote {SCHEMA_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
