@@ -539,8 +539,8 @@ def pipeline_spec_schema() -> Schema:
         "kafka": kafka_schema(),
         "storage": storage_schema(),
         "args": _string_list(
-            "Flags given to every stage before its own args: only flags every stage accepts, "
-            "such as the topic names (--topic-sensors ...).",
+            "Flags given to every stage before its own args, so every stage must accept them "
+            "(dims takes no Kafka flags: put topic names in the Kafka stages' args).",
             max_items=64,
         ),
         "sparkConf": spark_conf_schema("every stage"),
