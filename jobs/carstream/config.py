@@ -45,7 +45,8 @@ def interval_seconds(text: str) -> float:
     return amount * _UNIT_SECONDS[key]
 
 
-def _interval(text: str) -> str:
+def interval_arg(text: str) -> str:
+    """argparse type: an interval longer than zero ('5 seconds'), kept as written."""
     try:
         seconds = interval_seconds(text)
     except ValueError as error:
@@ -55,7 +56,8 @@ def _interval(text: str) -> str:
     return text.strip()
 
 
-def _positive_int(text: str) -> int:
+def positive_int_arg(text: str) -> int:
+    """argparse type: an integer above zero."""
     try:
         value = int(text)
     except ValueError:
@@ -305,14 +307,14 @@ class StreamSettings:
             group,
             "--trigger-interval",
             default="5 seconds",
-            type=_interval,
+            type=interval_arg,
             help="micro-batch interval (processingTime) or checkpoint interval (realTime)",
         )
         _add(
             group,
             "--shuffle-partitions",
             default=2,
-            type=_positive_int,
+            type=positive_int_arg,
             help="spark.sql.shuffle.partitions; frozen into the checkpoint at the first run",
         )
         _add(
@@ -325,7 +327,7 @@ class StreamSettings:
         _add(
             group,
             "--max-offsets-per-trigger",
-            type=_positive_int,
+            type=positive_int_arg,
             help="at most this many records per micro-batch (default: all available)",
         )
 
@@ -350,7 +352,13 @@ class DimsSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("dimensions")
-        _add(group, "--num-cars", default=20, type=_positive_int, help="rows of the cars dimension")
+        _add(
+            group,
+            "--num-cars",
+            default=20,
+            type=positive_int_arg,
+            help="rows of the cars dimension",
+        )
         _add(group, "--seed", default=42, type=int, help="seed: the same seed gives the same cars")
 
     @classmethod
@@ -379,7 +387,7 @@ class GeneratorSettings:
         _add(
             group,
             "--num-cars",
-            type=_positive_int,
+            type=positive_int_arg,
             help="use the first N cars of the cars dimension (default: all of them)",
         )
         _add(
@@ -461,13 +469,13 @@ class CountSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("alert counter")
-        _add(group, "--window", default="15 minutes", type=_interval, help="window length")
-        _add(group, "--slide", default="1 minute", type=_interval, help="window slide")
+        _add(group, "--window", default="15 minutes", type=interval_arg, help="window length")
+        _add(group, "--slide", default="1 minute", type=interval_arg, help="window slide")
         _add(
             group,
             "--watermark",
             default="2 minutes",
-            type=_interval,
+            type=interval_arg,
             help="how late an alert may arrive; also the horizon of event_id deduplication",
         )
         group.add_argument(

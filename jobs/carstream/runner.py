@@ -47,7 +47,9 @@ from carstream.config import (
     StorageSettings,
     StreamSettings,
     Topics,
+    interval_arg,
     interval_seconds,
+    positive_int_arg,
 )
 from carstream.kafka_admin import TopicAdmin
 from carstream.progress import TopicProgress
@@ -301,26 +303,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _interval(text: str) -> str:
-    try:
-        seconds = interval_seconds(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
-    return text.strip()
-
-
-def _partitions(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return value
-
-
 def add_cli(commands: Any) -> None:
     """Adds `run` to the `carstream` sub-commands."""
     parser = commands.add_parser(
@@ -364,7 +346,7 @@ def add_cli(commands: Any) -> None:
     )
     group.add_argument(
         "--trigger-interval",
-        type=_interval,
+        type=interval_arg,
         default="5 seconds",
         help="micro-batch interval of the streams (default: 5 seconds)",
     )
@@ -376,7 +358,7 @@ def add_cli(commands: Any) -> None:
     )
     group.add_argument(
         "--partitions",
-        type=_partitions,
+        type=positive_int_arg,
         default=2,
         help="partitions of each topic the run creates (default: 2)",
     )
