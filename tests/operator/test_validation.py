@@ -246,8 +246,9 @@ def test_an_invalid_pipeline_stage_is_rejected_too(
 def test_the_documented_example_is_a_valid_pipeline(
     custom: CustomObjectsApi, kube_namespace: str
 ) -> None:
-    text = (toolchain.REPO_ROOT / "docs" / "custom-resources.md").read_text()
-    example = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    readme = (toolchain.REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Custom resources", 1)[1]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
     created = custom.create_namespaced_custom_object(
         r.GROUP, r.VERSION, kube_namespace, r.PIPELINE_PLURAL, example
     )
