@@ -39,6 +39,16 @@ PRODUCER_OPTIONS: Mapping[str, str] = {
     "kafka.batch.size": "262144",
 }
 
+CONSUMER_OPTIONS: Mapping[str, str] = {
+    # Fewer, bigger fetches: with the defaults (500 records a poll, 1 MB a partition) Spark's
+    # Kafka reader polls, seeks and asks for positions every 500 records; reading 1M events
+    # to a no-op sink took 5.9 s (cold JVM) instead of 3.8 s, and the broker worked twice as
+    # hard (bench/, docs/local-pipeline.md).
+    "kafka.max.poll.records": "20000",
+    "kafka.max.partition.fetch.bytes": str(16 * 1024 * 1024),
+    "kafka.fetch.max.bytes": str(64 * 1024 * 1024),
+}
+
 
 class DataMissing(RuntimeError):
     """An input the stage reads (e.g. a dimension table) does not exist yet."""
@@ -128,6 +138,7 @@ def read_kafka_stream(
     reader = (
         spark.readStream.format("kafka")
         .options(**kafka.spark_options())
+        .options(**CONSUMER_OPTIONS)
         .option("subscribe", topic)
         .option("startingOffsets", stream.starting_offsets)
     )
