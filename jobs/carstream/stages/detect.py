@@ -17,10 +17,16 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from carstream import spark_io, validation
+from carstream import validation
 from carstream.config import DetectSettings, Topics, TriggerKind
 from carstream.schemas import ALERT, ENRICHED_EVENT
-from carstream.stages.streaming import StreamJob, await_queries, require_trigger, stage_main
+from carstream.stages.streaming import (
+    StreamJob,
+    await_queries,
+    require_trigger,
+    stage_main,
+    start_record_query,
+)
 
 STAGE = "detect"
 SUPPORTED_TRIGGERS: tuple[TriggerKind, ...] = ("processingTime", "availableNow", "realTime")
@@ -82,15 +88,12 @@ def kafka_records(messages: DataFrame, settings: DetectSettings, topics: Topics)
 def start(spark: SparkSession, job: StreamJob, settings: DetectSettings) -> list[StreamingQuery]:
     """Starts the detection query on `spark` and returns it without waiting."""
     require_trigger(STAGE, job.stream, SUPPORTED_TRIGGERS)
-    messages = spark_io.read_kafka_stream(spark, job.kafka, job.topics.enriched, job.stream)
-    spark_io.set_shuffle_partitions(spark, job.stream)
-    query = spark_io.start_kafka_stream(
-        kafka_records(messages, settings, job.topics),
-        job.kafka,
-        job.stream,
-        query_name=STAGE,
-        checkpoint=job.checkpoint(),
-        output_mode="update",  # = append for a query without aggregation; realTime needs it
+    query = start_record_query(
+        spark,
+        job,
+        STAGE,
+        job.topics.enriched,
+        lambda messages: kafka_records(messages, settings, job.topics),
     )
     return [query]
 

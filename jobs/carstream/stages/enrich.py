@@ -20,7 +20,13 @@ from carstream import spark_io, validation
 from carstream.config import StorageSettings, Topics, TriggerKind
 from carstream.schemas import ENRICHED_EVENT, SENSOR_EVENT
 from carstream.stages import dims
-from carstream.stages.streaming import StreamJob, await_queries, require_trigger, stage_main
+from carstream.stages.streaming import (
+    StreamJob,
+    await_queries,
+    require_trigger,
+    stage_main,
+    start_record_query,
+)
 
 STAGE = "enrich"
 SUPPORTED_TRIGGERS: tuple[TriggerKind, ...] = ("processingTime", "availableNow", "realTime")
@@ -85,15 +91,12 @@ def start(spark: SparkSession, job: StreamJob, storage: StorageSettings) -> list
     """Starts the enrichment query on `spark` and returns it without waiting."""
     require_trigger(STAGE, job.stream, SUPPORTED_TRIGGERS)
     profiles = spark_io.snapshot(car_profiles(dims.read(spark, storage)))
-    messages = spark_io.read_kafka_stream(spark, job.kafka, job.topics.sensors, job.stream)
-    spark_io.set_shuffle_partitions(spark, job.stream)
-    query = spark_io.start_kafka_stream(
-        kafka_records(messages, profiles, job.topics),
-        job.kafka,
-        job.stream,
-        query_name=STAGE,
-        checkpoint=job.checkpoint(),
-        output_mode="update",  # = append for a query without aggregation; realTime needs it
+    query = start_record_query(
+        spark,
+        job,
+        STAGE,
+        job.topics.sensors,
+        lambda messages: kafka_records(messages, profiles, job.topics),
     )
     return [query]
 

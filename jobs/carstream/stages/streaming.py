@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.errors import PySparkException, StreamingQueryException
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from carstream import spark_io, toolchain
@@ -58,6 +58,27 @@ def require_trigger(stage: str, stream: StreamSettings, supported: Sequence[Trig
             f"the {stream.trigger} trigger is not supported by the {stage} stage in this Spark "
             f"version; use one of: {', '.join(supported)}"
         )
+
+
+def start_record_query(
+    spark: SparkSession,
+    job: StreamJob,
+    stage: str,
+    topic: str,
+    to_records: Callable[[DataFrame], DataFrame],
+) -> StreamingQuery:
+    """Starts a stateless query: the records of `topic`, through `to_records`, to Kafka (each
+    output row names its topic: the stage's output or the dead-letter topic)."""
+    messages = spark_io.read_kafka_stream(spark, job.kafka, topic, job.stream)
+    spark_io.set_shuffle_partitions(spark, job.stream)
+    return spark_io.start_kafka_stream(
+        to_records(messages),
+        job.kafka,
+        job.stream,
+        query_name=stage,
+        checkpoint=job.checkpoint(),
+        output_mode="update",  # = append for a query without aggregation; realTime needs it
+    )
 
 
 def stop_all(queries: Sequence[StreamingQuery]) -> None:
