@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 
 import pytest
+import yaml
 
+from carstream import toolchain
 from tests.chart import helm, schemas
 from tests.chart.helm import K8S, VALUES_FILES, one, render
 
@@ -54,3 +57,50 @@ def test_a_wrong_field_is_caught_in_custom_and_built_in_objects() -> None:
     deployment = copy.deepcopy(one(objects, "Deployment"))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGett"] = {}
     assert any("httpGett" in error for error in schemas.errors(deployment))
+
+
+# The kinds whose schemas come from CRDs: checked above against ../shared/crds and ours.
+CUSTOM_KINDS = "Kafka,KafkaNodePool,KafkaTopic,KafkaUser,Pipeline,PipelineStage,SparkApplication"
+
+
+def kubeconform(manifests: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """kubeconform, strict and offline, on Kubernetes 1.37; a kind without a schema fails."""
+    location = (
+        f"{toolchain.kubeconform_schemas_dir()}/{{{{.NormalizedKubernetesVersion}}}}-local"
+        "{{.StrictSuffix}}/{{.ResourceKind}}{{.KindSuffix}}.json"
+    )
+    return helm.run(
+        "kubeconform",
+        "-strict",
+        "-kubernetes-version",
+        "1.37.0",
+        "-schema-location",
+        location,
+        *flags,
+        input_text=manifests,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("profile", sorted(VALUES_FILES))
+def test_kubeconform_accepts_every_built_in_object_of_the_chart(profile: str) -> None:
+    result = kubeconform(helm.template(VALUES_FILES[profile]), "-summary", "-skip", CUSTOM_KINDS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Invalid: 0, Errors: 0" in result.stdout
+    assert "Valid: 0," not in result.stdout
+
+
+@pytest.mark.parametrize("overlay", ["kind", "eks"])
+def test_kubeconform_accepts_every_built_in_object_of_the_overlays(overlay: str) -> None:
+    manifests = helm.kubectl("kustomize", K8S / "overlays" / overlay).stdout
+    result = kubeconform(manifests, "-summary", "-skip", CUSTOM_KINDS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Invalid: 0, Errors: 0" in result.stdout
+
+
+def test_kubeconform_rejects_an_unknown_field() -> None:
+    deployment = copy.deepcopy(one(render(), "Deployment"))
+    deployment["spec"]["replicass"] = 1
+    result = kubeconform(yaml.safe_dump(deployment))
+    assert result.returncode != 0
+    assert "replicass" in result.stdout + result.stderr
