@@ -163,6 +163,7 @@ def run(pipelines: int, interval: float) -> dict[str, Any]:
     plane = start_control_plane(workdir / "kube")
     operator = None
     observed = None
+    failed = False
     try:
         plane.kubectl("create", "namespace", NAMESPACE)
         custom = CustomObjectsApi(plane.api_client())
@@ -275,9 +276,8 @@ def run(pipelines: int, interval: float) -> dict[str, Any]:
         }
     except BaseException:
         print(f"the logs of etcd, kube-apiserver and the operator are in {workdir}")
+        failed = True
         raise
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
     finally:
         if operator is not None:
             operator.stop()
@@ -285,6 +285,8 @@ def run(pipelines: int, interval: float) -> dict[str, Any]:
             observed.stop.set()
             observed.answers.shutdown(wait=False)
         plane.stop()
+        if not failed:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def stage_phase(custom: CustomObjectsApi, name: str) -> str | None:

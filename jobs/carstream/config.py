@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ENV_PREFIX = "CARSTREAM_"
-STAGE_NAMES = ("dims", "generate", "enrich", "detect", "count")
 LOCAL_STATE_DIR = ".carstream"
 
 TriggerKind = Literal["processingTime", "availableNow", "realTime"]

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 from carstream_operator import resources as r
 
 # spark-operator's application states (api/v1beta2 ApplicationStateType).
-SPARK_STARTING_STATES = frozenset({"", "SUBMITTED", "PENDING_RERUN", "INVALIDATING"})
 SPARK_RUNNING_STATES = frozenset({"RUNNING", "SUCCEEDING", "FAILING"})
 SPARK_COMPLETED = "COMPLETED"
 SPARK_FAILED_STATES = frozenset({"FAILED", "SUBMISSION_FAILED"})

@@ -99,10 +99,6 @@ class Workers:
     def pipeline(self, namespace: str, name: str) -> Worker | None:
         return self._pipelines.get((namespace, name))
 
-    def wake_stage(self, namespace: str, name: str) -> None:
-        if worker := self._stages.get((namespace, name)):
-            worker.wake.set()
-
     def stage_spec_changed(self, namespace: str, name: str, generation: int | None) -> None:
         worker = self._stages.get((namespace, name))
         if worker and generation != worker.generation:

@@ -75,10 +75,6 @@ class GeneratorReport:
     stopped_by: str
 
     @property
-    def delivered(self) -> int:
-        return self.sent - self.failed
-
-    @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
