@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))  # the repository: tests' process helpers
+
+from tests.integration.processes import descendants  # noqa: E402
+
 RESULTS_DIR = BENCH_DIR / "results"
 REPO_ROOT = BENCH_DIR.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -53,23 +57,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        parent = pending.pop()
-        for task in os.listdir(f"/proc/{parent}/task") if Path(f"/proc/{parent}").exists() else []:
-            try:
-                children = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
-            except FileNotFoundError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.add(child)
-                    pending.append(child)
-    return found
-
-
 def process_label(pid: int) -> str:
     """`python` (this process), `kafka broker`, `spark jvm` or the command's name."""
     if pid == os.getpid():
@@ -94,14 +81,14 @@ class CpuMeter:
 
     @contextmanager
     def measure(self) -> Iterator[CpuMeter]:
-        pids = {os.getpid(), *_descendants(os.getpid())}
+        pids = {os.getpid(), *descendants(os.getpid())}
         before = {pid: _cpu_seconds(pid) for pid in pids}
         started = time.monotonic()
         try:
             yield self
         finally:
             self.seconds = time.monotonic() - started
-            for pid in pids | _descendants(os.getpid()):
+            for pid in pids | descendants(os.getpid()):
                 used = _cpu_seconds(pid) - before.get(pid, 0.0)
                 label = process_label(pid)
                 self.cpu_by_process[label] = self.cpu_by_process.get(label, 0.0) + used
