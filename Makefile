@@ -5,12 +5,17 @@ VENV := .venv/bin
 RUN_ARGS ?=
 PY_DIRS := jobs operator tests bench scripts charts/carstream/files
 
-.PHONY: bootstrap run test lint typecheck pytest bench
+.PHONY: bootstrap bootstrap-run run test lint typecheck pytest bench
 
+# What the tests need: the Python environment, the jars, the upstream CRDs and the Go tools.
 bootstrap:
-	build/bootstrap
+	build/bootstrap test
 
-run: bootstrap
+# What a local run needs: the Python environment and the jars, nothing else.
+bootstrap-run:
+	build/bootstrap run
+
+run: bootstrap-run
 	$(VENV)/carstream run $(RUN_ARGS)
 
 lint:
@@ -25,5 +30,5 @@ pytest:
 
 test: bootstrap lint typecheck pytest
 
-bench: bootstrap
+bench: bootstrap-run
 	$(VENV)/python bench/run_all.py
