@@ -5,7 +5,7 @@ VENV := .venv/bin
 RUN_ARGS ?=
 PY_DIRS := jobs operator tests bench scripts charts/carstream/files
 
-.PHONY: bootstrap run test lint typecheck pytest bench
+.PHONY: bootstrap run test lint typecheck pytest bench test-spark-operator
 
 bootstrap:
 	build/bootstrap
@@ -24,6 +24,12 @@ pytest:
 	$(VENV)/pytest
 
 test: bootstrap lint typecheck pytest
+
+# The real spark-operator controller submitting carstream's SparkApplications (not part of
+# `make test`: its binary is an extra 3.5-minute build).
+test-spark-operator: bootstrap
+	build/bootstrap spark-operator
+	$(VENV)/pytest -m spark_operator tests/spark_operator
 
 bench: bootstrap
 	$(VENV)/python bench/run_all.py
