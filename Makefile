@@ -5,12 +5,17 @@ VENV := .venv/bin
 RUN_ARGS ?=
 PY_DIRS := jobs operator tests bench scripts charts/carstream/files
 
-.PHONY: bootstrap run test lint typecheck pytest bench test-spark-operator
+.PHONY: bootstrap bootstrap-run run test lint typecheck pytest bench test-spark-operator
 
+# What the tests need: the Python environment, the jars, the upstream CRDs and the Go tools.
 bootstrap:
-	build/bootstrap
+	build/bootstrap test
 
-run: bootstrap
+# What a local run needs: the Python environment and the jars, nothing else.
+bootstrap-run:
+	build/bootstrap run
+
+run: bootstrap-run
 	$(VENV)/carstream run $(RUN_ARGS)
 
 lint:
@@ -31,5 +36,5 @@ test-spark-operator: bootstrap
 	build/bootstrap spark-operator
 	$(VENV)/pytest -m spark_operator tests/spark_operator
 
-bench: bootstrap
+bench: bootstrap-run
 	$(VENV)/python bench/run_all.py

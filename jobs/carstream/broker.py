@@ -91,7 +91,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on the port. Connections of a stopped broker that linger in
+    TIME_WAIT do not count: Kafka binds with SO_REUSEADDR, so this probe does too."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -18,12 +18,27 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_cli(commands)
     broker.add_cli(commands)
     runner.add_cli(commands)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Every (sub-)command records its own parser as `command_parser`: the innermost command
+    given on the command line wins, because argparse applies a sub-parser's defaults last."""
+    parser.set_defaults(command_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_parser in action.choices.values():
+                _remember_parsers(sub_parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse reports leftovers with the top-level usage; the user needs the usage of
+        # the command they called, which lists the flags it takes.
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     result: int = args.handler(args)
     return result
 

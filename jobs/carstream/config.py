@@ -25,14 +25,15 @@ _INTERVAL = re.compile(
     r"^\s*(\d+)\s*(ms|milliseconds?|s|seconds?|m|min|minutes?|h|hours?)\s*$", re.IGNORECASE
 )
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_UNIT_WORDS = {"ms": "millisecond", "s": "second", "m": "minute", "h": "hour"}
 
 
 def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
-def interval_seconds(text: str) -> float:
-    """Seconds in a Spark-style interval such as `5 seconds`, `15 minutes`, `500ms`."""
+def _interval_parts(text: str) -> tuple[int, str]:
+    """The amount and the unit key (ms, s, m, h) of an interval such as `5 seconds`, `500ms`."""
     match = _INTERVAL.match(text)
     if not match:
         raise ValueError(
@@ -40,19 +41,26 @@ def interval_seconds(text: str) -> float:
             "'15 minutes', '500 milliseconds'"
         )
     amount, unit = int(match.group(1)), match.group(2).lower()
-    key = "ms" if unit.startswith("ms") or unit.startswith("milli") else unit[0]
-    return amount * _UNIT_SECONDS[key]
+    return amount, "ms" if unit.startswith("ms") or unit.startswith("milli") else unit[0]
+
+
+def interval_seconds(text: str) -> float:
+    """Seconds in a Spark-style interval such as `5 seconds`, `15 minutes`, `500ms`."""
+    amount, unit = _interval_parts(text)
+    return amount * _UNIT_SECONDS[unit]
 
 
 def interval_arg(text: str) -> str:
-    """argparse type: an interval longer than zero ('5 seconds'), kept as written."""
+    """argparse type: an interval longer than zero, in the words Spark's interval parser takes
+    (`500ms` -> `500 milliseconds`, `1 min` -> `1 minute`): Spark refuses abbreviations."""
     try:
-        seconds = interval_seconds(text)
+        amount, unit = _interval_parts(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    if seconds <= 0:
+    if amount <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
-    return text.strip()
+    word = _UNIT_WORDS[unit]
+    return f"{amount} {word}" if amount == 1 else f"{amount} {word}s"
 
 
 def positive_int_arg(text: str) -> int:

@@ -86,13 +86,12 @@ def kubeconform_schemas_dir() -> Path:
 
 
 def upstream_crds_dir() -> Path:
-    """Strimzi and spark-operator CRDs, shared with this checkout, never copied into it."""
-    configured = os.environ.get("CARSTREAM_UPSTREAM_CRDS")
-    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "crds"
-    if not path.is_dir():
+    """Strimzi's and spark-operator's CRDs (folders strimzi/ and spark-operator/), made by
+    `build/bootstrap crds` from Maven Central and the Go module proxy."""
+    path = cache_dir() / "crds"
+    if not all((path / group).is_dir() for group in ("strimzi", "spark-operator")):
         raise ToolchainMissing(
-            f"upstream CRDs not found at {path}: set CARSTREAM_UPSTREAM_CRDS to the folder "
-            "holding strimzi/ and spark-operator/"
+            f"upstream CRDs are missing from {path}: run build/bootstrap crds to make them"
         )
     return path
 

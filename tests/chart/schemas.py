@@ -2,8 +2,7 @@
 
 Kubernetes built-ins: the JSON schemas that `kubernetes-validate` bundles for Kubernetes 1.37
 (strict variant: unknown fields are errors). Custom resources: the `openAPIV3Schema` of their
-CRDs (Strimzi's from the shared upstream folder, spark-operator's from its chart in the
-toolchain cache, carstream's from the chart),
+CRDs (Strimzi and spark-operator from the shared upstream folder, carstream's from the chart),
 turned into strict JSON Schema. CEL rules (`x-kubernetes-validations`) are not evaluated here:
 the real API server does that in test_install.
 """
@@ -27,11 +26,10 @@ GroupVersionKind = tuple[str, str]  # ("kafka.strimzi.io/v1", "Kafka")
 
 
 def crd_files() -> list[Path]:
-    files = [
-        *sorted(toolchain.upstream_crds_dir().glob("strimzi/*.yaml")),
-        *sorted((toolchain.spark_operator_chart_dir() / "crds").glob("*.yaml")),
-        *sorted(toolchain.carstream_crds_dir().glob("*.yaml")),
-    ]
+    upstream = toolchain.upstream_crds_dir()
+    files = sorted(upstream.glob("*/*.yaml")) + sorted(
+        toolchain.carstream_crds_dir().glob("*.yaml")
+    )
     return [path for path in files if path.name != "kustomization.yaml"]
 
 

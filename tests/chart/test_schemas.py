@@ -59,7 +59,7 @@ def test_a_wrong_field_is_caught_in_custom_and_built_in_objects() -> None:
     assert any("httpGett" in error for error in schemas.errors(deployment))
 
 
-# The kinds whose schemas come from CRDs: checked above against ../shared/crds and ours.
+# The kinds whose schemas come from CRDs: checked above against the upstream CRDs and ours.
 CUSTOM_KINDS = "Kafka,KafkaNodePool,KafkaTopic,KafkaUser,Pipeline,PipelineStage,SparkApplication"
 
 

@@ -1,4 +1,4 @@
-"""What the pipeline must produce, recomputed in plain Python from SPEC.md.
+"""What the pipeline must produce, recomputed in plain Python from the contract (docs/contract.md).
 
 Nothing here uses carstream's code: the dimensions are read with pyarrow, the JSON with the
 standard library, and enrichment, the alert rules and the windowed counts are written out

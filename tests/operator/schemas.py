@@ -43,7 +43,7 @@ def _validator(path: Path) -> jsonschema.Draft7Validator:
 
 
 def spark_application_validator() -> jsonschema.Draft7Validator:
-    path = toolchain.spark_operator_chart_dir() / "crds"
+    path = toolchain.upstream_crds_dir() / "spark-operator"
     return _validator(path / "sparkoperator.k8s.io_sparkapplications.yaml")
 
 

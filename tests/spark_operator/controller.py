@@ -23,7 +23,13 @@ from urllib.parse import urlparse
 import pyspark
 
 from carstream import toolchain
-from tests.fixtures.kube import ControlPlane, LoggedProcess, free_ports, start_logged
+from tests.fixtures.kube import (
+    ControlPlane,
+    LoggedProcess,
+    free_ports,
+    install_crds,
+    start_logged,
+)
 
 # Where the controller writes the pod template files of a submission (submission.go); it
 # removes each submission's folder itself once spark-submit has run.
@@ -75,8 +81,16 @@ def controller_env(plane: ControlPlane) -> dict[str, str]:
     }
 
 
+def install_spark_connect_crd(plane: ControlPlane) -> None:
+    """The controller also runs a SparkConnect controller, which fails to start without its
+    CRD; the test API server has only the kinds carstream uses (build/bootstrap crds)."""
+    crds = toolchain.spark_operator_chart_dir() / "crds"
+    install_crds(plane, [crds / "sparkoperator.k8s.io_sparkconnects.yaml"])
+
+
 def start_controller(plane: ControlPlane, namespace: str, workdir: Path) -> Controller:
     binary = toolchain.binary("spark-operator")
+    install_spark_connect_crd(plane)
     (health_port,) = free_ports(1)
     created_root = not POD_TEMPLATE_ROOT.exists()
     command = [

@@ -54,6 +54,23 @@ def test_port_probe_sees_a_listener() -> None:
     assert broker.port_is_free("127.0.0.1", broker.free_port())
 
 
+def test_a_port_whose_old_connections_linger_in_time_wait_is_free() -> None:
+    """A stopped broker's port, with connections of its clients in TIME_WAIT, can be bound by
+    the next broker at once (Kafka binds with SO_REUSEADDR): the probe must agree."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Kafka's listener
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+            client.recv(1)
+    with socket.socket() as plain, pytest.raises(OSError):  # what the probe used to do
+        plain.bind(("127.0.0.1", port))
+    assert broker.port_is_free("127.0.0.1", port)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -72,3 +72,26 @@ def test_bad_environment_value_is_reported(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["stage", "count", "--help"])
     assert "CARSTREAM_SHUFFLE_PARTITIONS" in str(exit_info.value.code)
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["stage", "detect", "--warehouse", "x"], "usage: carstream stage detect"),
+        (["stage", "dims", "--bootstrap-servers", "k:9092"], "usage: carstream stage dims"),
+        (["stage", "count", "extra"], "usage: carstream stage count"),
+        (["broker", "--bogus"], "usage: carstream broker"),
+        (["run", "--bogus"], "usage: carstream run"),
+    ],
+)
+def test_unknown_flag_prints_the_usage_of_the_command_called(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    error_line = err.strip().splitlines()[-1]
+    assert "error: unrecognized arguments:" in error_line
+    assert error_line.endswith(argv[-1])
