@@ -5,7 +5,7 @@ VENV := .venv/bin
 RUN_ARGS ?=
 PY_DIRS := jobs operator tests bench scripts charts/carstream/files
 
-.PHONY: bootstrap bootstrap-run run test lint typecheck pytest bench
+.PHONY: bootstrap bootstrap-run run test lint typecheck pytest bench test-spark-operator
 
 # What the tests need: the Python environment, the jars, the upstream CRDs and the Go tools.
 bootstrap:
@@ -29,6 +29,12 @@ pytest:
 	$(VENV)/pytest
 
 test: bootstrap lint typecheck pytest
+
+# The real spark-operator controller submitting carstream's SparkApplications (not part of
+# `make test`: its binary is an extra 3.5-minute build).
+test-spark-operator: bootstrap
+	build/bootstrap spark-operator
+	$(VENV)/pytest -m spark_operator tests/spark_operator
 
 bench: bootstrap-run
 	$(VENV)/python bench/run_all.py

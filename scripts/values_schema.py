@@ -248,6 +248,7 @@ def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
                     ),
                     "driverNodeSelector": string_map("node labels of the drivers' nodes"),
                     "executorNodeSelector": string_map("node labels of the executors' nodes"),
+                    "runAsUser": integer(1, 2147483647),
                 }
             ),
             "operator": obj(

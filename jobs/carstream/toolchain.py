@@ -36,10 +36,44 @@ def jars(group: str) -> list[Path]:
 
 def binary(name: str) -> Path:
     """A Go tool built by the bootstrap: helm, kubeconform, kube-score, kube-apiserver,
-    kubectl, etcd."""
+    kubectl, etcd; spark-operator after `build/bootstrap spark-operator`."""
     path = cache_dir() / "bin" / name
     if not os.access(path, os.X_OK):
         raise ToolchainMissing(f"{path} is missing: run build/bootstrap to build it")
+    return path
+
+
+SPARK_OPERATOR_MODULE = "github.com/kubeflow/spark-operator/v2"
+SPARK_OPERATOR_WRAPPER = REPO_ROOT / "build" / "go" / "spark-operator" / "go.mod"
+
+
+def spark_operator_version() -> str:
+    """The spark-operator release the bootstrap builds: the one build/go/spark-operator
+    requires, without the v (2.5.2)."""
+    for line in SPARK_OPERATOR_WRAPPER.read_text().splitlines():
+        words = line.split()
+        if words[:1] == [SPARK_OPERATOR_MODULE] and len(words) > 1:  # in the require block
+            return words[1].removeprefix("v")
+    raise ToolchainMissing(f"{SPARK_OPERATOR_WRAPPER} requires no {SPARK_OPERATOR_MODULE}")
+
+
+def spark_operator_chart_dir() -> Path:
+    """spark-operator's Helm chart, unpacked, from its Go module (its crds/ included)."""
+    path = cache_dir() / "charts" / f"spark-operator-{spark_operator_version()}"
+    if not (path / "Chart.yaml").is_file():
+        raise ToolchainMissing(
+            f"{path} is missing: run build/bootstrap spark-operator-chart to unpack it"
+        )
+    return path
+
+
+def spark_operator_chart() -> Path:
+    """spark-operator's Helm chart as `helm package` made it, for an umbrella's charts/."""
+    path = cache_dir() / "charts" / f"spark-operator-{spark_operator_version()}.tgz"
+    if not path.is_file():
+        raise ToolchainMissing(
+            f"{path} is missing: run build/bootstrap spark-operator-chart to package it"
+        )
     return path
 
 

@@ -102,34 +102,86 @@ def stage_arguments(spec: StageSpec, settings: Settings) -> list[str]:
         arguments += ["--trigger", spec.trigger.type]
         if spec.trigger.type != "availableNow":
             arguments += ["--trigger-interval", spec.trigger.interval]
+        # The stage sets spark.sql.shuffle.partitions from this flag: without it, the
+        # stage's default would replace the sparkConf value.
+        if partitions := spec.spark_conf.get(r.SHUFFLE_PARTITIONS_CONF):
+            arguments += [r.SHUFFLE_PARTITIONS_FLAG, partitions]
     return arguments + list(spec.args)
 
 
+# The containers spark-operator tells Spark to build on in the pod templates
+# (spark.kubernetes.{driver,executor}.podTemplateContainerName).
+DRIVER_CONTAINER = "spark-kubernetes-driver"
+EXECUTOR_CONTAINER = "spark-kubernetes-executor"
+# What Pod Security "restricted" asks of every container.
+CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+}
+
+
+def pod_security_context(settings: Settings) -> dict[str, Any]:
+    """The pod-level part of Pod Security "restricted": the image's Spark user, never root."""
+    uid = settings.spark_user_id
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def kafka_env(spec: StageSpec) -> list[dict[str, Any]]:
+    """CARSTREAM_KAFKA_USERNAME and CARSTREAM_KAFKA_PASSWORD (a reference to the Secret, never
+    the password), for the stages that use Kafka with SASL."""
+    credentials = spec.kafka.credentials
+    if spec.job == "dims" or credentials is None:
+        return []
+    return [
+        {"name": USERNAME_ENV, "value": credentials.username},
+        {
+            "name": PASSWORD_ENV,
+            "valueFrom": {
+                "secretKeyRef": {"name": credentials.secret_name, "key": credentials.password_key}
+            },
+        },
+    ]
+
+
+def pod_template(spec: StageSpec, role: str, settings: Settings) -> dict[str, Any]:
+    """The pod template of the driver or the executors. spark-operator hands it to
+    spark-submit as a file (spark.kubernetes.{driver,executor}.podTemplateFile) and Spark
+    builds the pod on it, so the security context and the Kafka credentials reach the pods
+    without spark-operator's mutating webhook."""
+    container: dict[str, Any] = {
+        "name": DRIVER_CONTAINER if role == "driver" else EXECUTOR_CONTAINER,
+        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
+    }
+    if env := kafka_env(spec):
+        container["env"] = env
+    return {"spec": {"securityContext": pod_security_context(settings), "containers": [container]}}
+
+
 def _pod(spec: StageSpec, role: str, settings: Settings) -> dict[str, Any]:
+    """The driver or executor part of a SparkApplication: only fields that spark-operator turns
+    into spark-submit settings (docs/custom-resources.md lists them), none that need its
+    webhook."""
     resources = spec.driver if role == "driver" else spec.executor
     pod: dict[str, Any] = {
         "cores": resources.cores,
         "memory": resources.memory,
         "labels": stage_labels(spec.pipeline, spec.stage, spec.job),
+        "template": pod_template(spec, role, settings),
     }
+    if resources.core_request:
+        pod["coreRequest"] = resources.core_request
     if role == "executor":
         pod["instances"] = resources.instances
     if spec.service_account_name:
         pod["serviceAccount"] = spec.service_account_name
     kafka = spec.kafka
-    if spec.job != "dims" and kafka.credentials:
-        pod["env"] = [
-            {"name": USERNAME_ENV, "value": kafka.credentials.username},
-            {
-                "name": PASSWORD_ENV,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": kafka.credentials.secret_name,
-                        "key": kafka.credentials.password_key,
-                    }
-                },
-            },
-        ]
     if spec.job != "dims" and kafka.ca_secret:
         pod["secrets"] = [
             {

@@ -44,6 +44,9 @@ MAX_STAGE_NAME = 16
 MAX_STAGES = 16
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 SPARK_MEMORY = r"^[0-9]+[kmgtKMGT]?$"
+# A Kubernetes CPU quantity as Spark's spark.kubernetes.*.request.cores takes it: 250m, 0.5, 2.
+CPU_QUANTITY = r"^([1-9][0-9]{0,5}m|[0-9]{1,3}(\.[0-9]{1,3})?)$"
+POSITIVE_INTEGER = "^[1-9][0-9]{0,5}$"
 SPARK_INTERVAL = r"^\s*[0-9]+\s*(ms|milliseconds?|s|seconds?|m|min|minutes?|h|hours?)\s*$"
 BOOTSTRAP_SERVERS = r"^[^,:\s]+:[0-9]{1,5}(,[^,:\s]+:[0-9]{1,5})*$"
 
@@ -121,7 +124,7 @@ def _string_map(description: str) -> Schema:
     return {
         "type": "object",
         "description": description,
-        "additionalProperties": {"type": "string"},
+        "additionalProperties": {"type": "string", "maxLength": 4096},
         "maxProperties": 256,
     }
 
@@ -282,12 +285,22 @@ def storage_schema() -> Schema:
 
 
 def spark_conf_schema(scope: str) -> Schema:
-    return _string_map(
-        f"Spark configuration properties of {scope} (spark-submit --conf), e.g. "
-        "spark.sql.shuffle.partitions, or for S3 on EKS with IRSA "
-        "spark.hadoop.fs.s3a.aws.credentials.provider = software.amazon.awssdk.auth."
-        "credentials.WebIdentityTokenFileCredentialsProvider."
-    )
+    shuffle = r.SHUFFLE_PARTITIONS_CONF
+    return {
+        **_string_map(
+            f"Spark configuration properties of {scope} (spark-submit --conf), e.g. "
+            f"{shuffle} (the streaming stages also get it as {r.SHUFFLE_PARTITIONS_FLAG}; a "
+            "checkpoint keeps the value of its first run), or for S3 on EKS with IRSA "
+            "spark.hadoop.fs.s3a.aws.credentials.provider = software.amazon.awssdk.auth."
+            "credentials.WebIdentityTokenFileCredentialsProvider."
+        ),
+        "x-kubernetes-validations": [
+            _rule(
+                f"!('{shuffle}' in self) || self['{shuffle}'].matches('{POSITIVE_INTEGER}')",
+                f"{shuffle} must be a positive whole number, e.g. '12'",
+            )
+        ],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +332,18 @@ def trigger_schema() -> Schema:
 def pod_schema(role: str, *, executor: bool) -> Schema:
     properties: Schema = {
         "cores": _integer(
-            f"CPU cores of the {role}.", minimum=1, maximum=64, default=PodResources.cores
+            f"CPU cores of the {role}: the task threads Spark runs, and the pod's CPU request "
+            "unless coreRequest is set.",
+            minimum=1,
+            maximum=64,
+            default=PodResources.cores,
+        ),
+        "coreRequest": _string(
+            f"CPU request of the {role}'s pod when it should be less than cores, a Kubernetes "
+            "quantity such as 250m or 0.5 (spark.kubernetes.driver.request.cores / "
+            "spark.kubernetes.executor.request.cores): a mostly idle streaming driver needs a "
+            "fraction of a CPU.",
+            pattern=CPU_QUANTITY,
         ),
         "memory": _string(
             f"Memory of the {role}, a Spark size such as 512m or 2g.",
@@ -440,9 +464,48 @@ def stage_properties() -> Schema:
     }
 
 
+def _args_without(flag: str) -> str:
+    """A CEL expression: self.args (if any) does not set `flag`."""
+    return f"!has(self.args) || self.args.all(a, a != '{flag}' && !a.startsWith('{flag}='))"
+
+
+SHUFFLE_FLAG_MESSAGE = (
+    f"args must not set {r.SHUFFLE_PARTITIONS_FLAG}: set {r.SHUFFLE_PARTITIONS_CONF} in "
+    f"sparkConf, which the operator passes on as {r.SHUFFLE_PARTITIONS_FLAG}"
+)
+
+
+# Why a job refuses some trigger types (r.JOB_TRIGGERS), for the API server's message.
+TRIGGER_LIMITS = {
+    "count": "it keeps state (windows, event_id deduplication) and Spark's real-time mode runs "
+    "stateless queries only",
+}
+
+
+def _trigger_rules(job_path: str) -> list[Schema]:
+    """A job that does not run with every trigger type refuses the others."""
+    rules = []
+    for job, supported in r.JOB_TRIGGERS.items():
+        unsupported = [kind for kind in r.TRIGGER_TYPES if kind not in supported]
+        if not unsupported:
+            continue
+        listed = ", ".join(f"'{kind}'" for kind in supported)
+        rules.append(
+            _rule(
+                f"{job_path} != '{job}' || self.trigger.type in [{listed}]",
+                f"the {job} job cannot run with trigger.type {' or '.join(unsupported)} "
+                f"({TRIGGER_LIMITS[job]}): set trigger.type to {' or '.join(supported)}",
+                ".trigger.type",
+            )
+        )
+    return rules
+
+
 def _stage_rules(job_path: str) -> list[Schema]:
     managed = ", ".join(f"'{flag}'" for flag in MANAGED_FLAGS)
     return [
+        _rule(_args_without(r.SHUFFLE_PARTITIONS_FLAG), SHUFFLE_FLAG_MESSAGE, ".args"),
+        *_trigger_rules(job_path),
         _rule(
             "!has(self.schedule) || self.trigger.type == 'availableNow'",
             "schedule needs trigger.type availableNow",
@@ -575,6 +638,7 @@ def pipeline_spec_schema() -> Schema:
             + ", ".join(MANAGED_FLAGS),
             ".args",
         ),
+        _rule(_args_without(r.SHUFFLE_PARTITIONS_FLAG), SHUFFLE_FLAG_MESSAGE, ".args"),
     ]
     return _object(
         "Shared settings and the stages of one carstream pipeline.",

@@ -89,6 +89,8 @@ class PodResources:
     cores: int = 1
     memory: str = "1g"
     instances: int = 1
+    # The pod's CPU request when it is less than `cores` (a Kubernetes quantity: 250m, 0.5).
+    core_request: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> PodResources:
@@ -97,6 +99,7 @@ class PodResources:
             cores=int(data.get("cores", cls.cores)),
             memory=str(data.get("memory", cls.memory)),
             instances=int(data.get("instances", cls.instances)),
+            core_request=data.get("coreRequest"),
         )
 
 

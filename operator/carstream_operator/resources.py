@@ -28,6 +28,21 @@ SPARK_PLURAL: Final = "sparkapplications"
 JOB_NAMES: Final = ("dims", "generate", "enrich", "detect", "count")
 RUN_TO_COMPLETION_JOBS: Final = frozenset({"dims", "generate"})
 TRIGGER_TYPES: Final = ("processingTime", "availableNow", "realTime")
+# The triggers each streaming job runs with: the SUPPORTED_TRIGGERS of its module in
+# jobs/carstream/stages/ (a unit test compares them; the operator never imports Spark). count
+# keeps state (windows, event_id deduplication), and Spark 4.2's real-time mode runs stateless
+# queries only.
+JOB_TRIGGERS: Final = {
+    "enrich": TRIGGER_TYPES,
+    "detect": TRIGGER_TYPES,
+    "count": ("processingTime", "availableNow"),
+}
+
+# The Spark property that is also a flag of the streaming stages: the operator passes the
+# stage's sparkConf value on as the flag, so Spark and the stage agree (the stage sets the
+# property from its flag, and a checkpoint freezes it at its first batch).
+SHUFFLE_PARTITIONS_CONF: Final = "spark.sql.shuffle.partitions"
+SHUFFLE_PARTITIONS_FLAG: Final = "--shuffle-partitions"
 
 # Labels on PipelineStages and SparkApplications: select the children of an object.
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"

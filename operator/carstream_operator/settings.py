@@ -37,6 +37,9 @@ class Settings:
     main_application_file: str = "local:///opt/carstream/main.py"
     # Where the Kafka CA Secret is mounted in driver and executor pods.
     kafka_ca_mount_path: str = "/etc/carstream/kafka-ca"
+    # The image's Spark user and group: driver and executor pods run as this uid (Pod Security
+    # "restricted" wants a non-root uid; the carstream image's spark user is 185).
+    spark_user_id: int = 185
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +67,10 @@ class Settings:
             raise SettingsError(f"api_threads must be at least 1, not {self.api_threads}")
         if self.request_timeout_seconds <= 0:
             raise SettingsError("request_timeout_seconds must be positive")
+        if self.spark_user_id < 1:
+            raise SettingsError(
+                f"spark_user_id must be a non-root uid (1 or more), not {self.spark_user_id}"
+            )
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:

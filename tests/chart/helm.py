@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,16 @@ VALUES_FILES: Mapping[str, tuple[Path, ...]] = {
     "default": (),
     "kind": (CHART / "values-kind.yaml",),
     "eks": (CHART / "values-eks.yaml",),
+    "local": (CHART / "values-local.yaml",),
 }
+STACK_VALUES_FILES: Mapping[str, tuple[Path, ...]] = {
+    "default": (),
+    "kind": (STACK_CHART / "values-kind.yaml",),
+    "eks": (STACK_CHART / "values-eks.yaml",),
+    "local": (STACK_CHART / "values-local.yaml",),
+}
+# Strimzi's chart cannot be fetched here (quay.io): the umbrella is assembled without it.
+OFFLINE_STACK_WITHOUT = ("strimzi-kafka-operator",)
 
 
 class ToolFailed(AssertionError):
@@ -87,6 +97,39 @@ def template(
         *value_args(values_files, set_values),
         *extra,
     ).stdout
+
+
+def assemble_stack(out: Path, without: Sequence[str] = OFFLINE_STACK_WITHOUT) -> Path:
+    """The umbrella with its dependencies in charts/, by scripts/stack_chart.py: the core
+    chart and spark-operator's real chart (from its Go module, in the toolchain cache)."""
+    script = toolchain.REPO_ROOT / "scripts" / "stack_chart.py"
+    command = [sys.executable, str(script), str(out)]
+    for name in without:
+        command += ["--without", name]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ToolFailed(f"{' '.join(command)} exited {result.returncode}\n{result.stderr}")
+    return Path(result.stdout.strip())
+
+
+def render_stack(
+    chart: Path,
+    values_files: Iterable[Path] = (),
+    set_values: Sequence[str] = (),
+    *,
+    namespace: str = NAMESPACE,
+) -> list[dict[str, Any]]:
+    """The objects `helm install` of an assembled umbrella would create (hooks included)."""
+    without = [f"{name}.enabled=false" for name in OFFLINE_STACK_WITHOUT]
+    text = helm(
+        "template",
+        RELEASE,
+        chart,
+        "--namespace",
+        namespace,
+        *value_args(values_files, [*without, *set_values]),
+    ).stdout
+    return documents(text)
 
 
 def documents(text: str) -> list[dict[str, Any]]:

@@ -27,7 +27,10 @@ def restricted_namespace(plane: ControlPlane, namespace: str) -> None:
 
 
 def helm_install(
-    plane: ControlPlane, namespace: str, values_files: tuple[Path, ...]
+    plane: ControlPlane,
+    namespace: str,
+    values_files: tuple[Path, ...],
+    set_values: tuple[str, ...] = (),
 ) -> tuple[str, str]:
     result = helm.helm(
         "install",
@@ -35,7 +38,7 @@ def helm_install(
         CHART,
         "--namespace",
         namespace,
-        *helm.value_args(values_files),
+        *helm.value_args(values_files, set_values),
         env=plane.env(),
         timeout=180,
     )
@@ -51,6 +54,7 @@ def test_helm_install_into_the_api_server(
     stdout, stderr = helm_install(plane, namespace, VALUES_FILES[profile])
     assert "STATUS: deployed" in stdout
     assert "would violate PodSecurity" not in stderr, stderr
+    assert "Pod Security: namespace" not in stdout, "it enforces restricted already"
     assert f"kubectl -n {namespace} get pipelines,pipelinestages,sparkapplications" in stdout
     assert f"helm test carstream -n {namespace}" in stdout
 
@@ -132,3 +136,17 @@ def test_the_api_server_rejects_a_pipeline_that_breaks_a_crd_rule(
     result = plane.kubectl("apply", "--dry-run=server", "-f", "-", input=broken, check=False)
     assert result.returncode != 0
     assert "dependsOn must name stages of this pipeline" in result.stderr
+
+
+def test_the_notes_say_how_to_enforce_restricted_where_it_is_not(
+    kube_control_plane: ControlPlane, kube_namespace: str
+) -> None:
+    """A chart cannot label its own namespace (Helm stores the release there first); its notes
+    read the namespace's Pod Security level and give the command that enforces restricted."""
+    plane, namespace = kube_control_plane, kube_namespace
+    plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=baseline")
+    stdout, stderr = helm_install(plane, namespace, VALUES_FILES["kind"])
+    assert f'Pod Security: namespace {namespace} enforces "baseline"' in stdout
+    command = f"kubectl label namespace {namespace} pod-security.kubernetes.io/enforce=restricted"
+    assert command in stdout
+    assert "would violate PodSecurity" not in stderr

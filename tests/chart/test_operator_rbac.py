@@ -184,7 +184,8 @@ def test_operator_reconciles_the_pipeline_with_its_service_account_only(
     )
     for stage in ("generate", "enrich"):
         driver = applications()[stage]["spec"]["driver"]
-        env = {item["name"]: item for item in driver["env"]}
+        (container,) = driver["template"]["spec"]["containers"]
+        env = {item["name"]: item for item in container["env"]}
         assert env["CARSTREAM_KAFKA_USERNAME"]["value"] == f"carstream-{stage}"
         assert env["CARSTREAM_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
             "name": f"carstream-{stage}",

@@ -211,11 +211,16 @@ def test_every_stage_command_the_operator_builds_is_accepted_by_the_carstream_cl
         arguments = application["arguments"]
         assert arguments[:2] == ["stage", name]
         try:
-            parser.parse_args(arguments)
+            parsed = parser.parse_args(arguments)
         except SystemExit:
             pytest.fail(f"carstream rejects the {name} stage's arguments: {arguments}")
+        if name in ("enrich", "detect", "count"):
+            # The stage sets spark.sql.shuffle.partitions from its flag: the values' setting.
+            wanted = pipeline["spec"]["sparkConf"]["spark.sql.shuffle.partitions"]
+            assert parsed.shuffle_partitions == int(wanted)
         if name != "dims":
-            env = {item["name"]: item for item in application["driver"]["env"]}
+            (container,) = application["driver"]["template"]["spec"]["containers"]
+            env = {item["name"]: item for item in container["env"]}
             secret = env["CARSTREAM_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
             assert secret == f"carstream-{name}"
 

@@ -55,6 +55,91 @@ def test_applications_are_valid_spark_applications(job: str, kafka: dict | None)
     assert spec["sparkConf"] == {"spark.sql.shuffle.partitions": "4"}
 
 
+# The fields of a SparkApplication's driver and executor that spark-operator 2.5.2 turns into
+# spark-submit settings itself (internal/controller/sparkapplication/submission.go): they work
+# without its mutating webhook. Every other pod field (env, envFrom, securityContext,
+# podSecurityContext, nodeSelector, affinity, tolerations, volumeMounts of spec.volumes,
+# sidecars, ...) is applied by the webhook only (internal/webhook/sparkpod_defaulter.go).
+NATIVE_POD_FIELDS = {
+    "cores",
+    "coreRequest",
+    "coreLimit",
+    "memory",
+    "memoryOverhead",
+    "image",
+    "serviceAccount",
+    "javaOptions",
+    "labels",
+    "annotations",
+    "envVars",
+    "envSecretKeyRefs",
+    "secrets",
+    "template",
+    "instances",
+    "deleteOnTermination",
+}
+
+
+@pytest.mark.parametrize("job", ["dims", "generate", "enrich", "detect", "count"])
+def test_applications_need_no_webhook(job: str) -> None:
+    spec = application(stage(job, kafka=SECURED_KAFKA))["spec"]
+    for role in ("driver", "executor"):
+        assert set(spec[role]) <= NATIVE_POD_FIELDS, set(spec[role]) - NATIVE_POD_FIELDS
+    assert not {"volumes", "nodeSelector"} & set(spec)
+
+
+@pytest.mark.parametrize("role", ["driver", "executor"])
+def test_pods_meet_pod_security_restricted_through_their_templates(role: str) -> None:
+    template = application(stage("enrich"))["spec"][role]["template"]
+    pod = template["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 185,
+        "runAsGroup": 185,
+        "fsGroup": 185,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (container,) = pod["containers"]
+    # The names spark-operator passes as spark.kubernetes.*.podTemplateContainerName.
+    expected = "spark-kubernetes-driver" if role == "driver" else "spark-kubernetes-executor"
+    assert container["name"] == expected
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+    }
+    other_uid = Settings(spark_user_id=1000)
+    app = builders.application_spec(stage("enrich"), other_uid)
+    assert app[role]["template"]["spec"]["securityContext"]["runAsUser"] == 1000
+
+
+def test_a_core_request_below_the_cores_reaches_the_application() -> None:
+    stages = pipeline_spec()["stages"]
+    stages[2]["driver"] = {"cores": 1, "coreRequest": "250m", "memory": "512m"}
+    stages[2]["executor"] = {"cores": 2, "coreRequest": "0.5"}
+    spec = application(stage("enrich", stages=stages))["spec"]
+    assert (spec["driver"]["cores"], spec["driver"]["coreRequest"]) == (1, "250m")
+    assert (spec["executor"]["cores"], spec["executor"]["coreRequest"]) == (2, "0.5")
+    assert "coreRequest" not in application(stage("detect"))["spec"]["driver"]
+
+
+def test_streaming_stages_get_the_shuffle_partitions_of_their_spark_conf() -> None:
+    """spark.sql.shuffle.partitions is a Spark property and a stage flag; the stage sets the
+    property from the flag, so the operator passes the sparkConf value on as the flag."""
+    for job in ("enrich", "detect", "count"):
+        arguments = application(stage(job))["spec"]["arguments"]
+        assert arguments[arguments.index("--shuffle-partitions") + 1] == "4"
+    for job in ("dims", "generate"):
+        assert "--shuffle-partitions" not in application(stage(job))["spec"]["arguments"]
+    stages = pipeline_spec()["stages"]
+    stages[3]["sparkConf"] = {"spark.sql.shuffle.partitions": "12"}
+    detect = application(stage("detect", stages=stages))["spec"]
+    assert detect["arguments"][detect["arguments"].index("--shuffle-partitions") + 1] == "12"
+    assert detect["sparkConf"]["spark.sql.shuffle.partitions"] == "12"
+    unset = application(stage("count", sparkConf={}))["spec"]["arguments"]
+    assert "--shuffle-partitions" not in unset, "the stage's own default then"
+
+
 def test_streaming_stages_get_a_stable_checkpoint_and_their_trigger() -> None:
     arguments = application(stage("count"))["spec"]["arguments"]
     assert arguments == [
@@ -70,6 +155,8 @@ def test_streaming_stages_get_a_stable_checkpoint_and_their_trigger() -> None:
         "processingTime",
         "--trigger-interval",
         "30 seconds",
+        "--shuffle-partitions",
+        "4",
     ]
     again = application(stage("count"), run=7, restarts=3)["spec"]["arguments"]
     assert again == arguments
@@ -91,7 +178,8 @@ def test_an_available_now_trigger_has_no_interval() -> None:
     stages = pipeline_spec()["stages"]
     stages[4]["trigger"] = {"type": "availableNow"}
     arguments = application(stage("count", stages=stages))["spec"]["arguments"]
-    assert arguments[-2:] == ["--trigger", "availableNow"]
+    assert "--trigger-interval" not in arguments
+    assert arguments[arguments.index("--trigger") + 1] == "availableNow"
 
 
 def test_kafka_credentials_and_ca_come_from_secrets() -> None:
@@ -102,7 +190,9 @@ def test_kafka_credentials_and_ca_come_from_secrets() -> None:
     assert arguments[arguments.index("--kafka-ca-file") + 1] == "/etc/carstream/kafka-ca/ca.crt"
     for role in ("driver", "executor"):
         pod = app["spec"][role]
-        assert pod["env"] == [
+        assert "env" not in pod, "driver.env and executor.env need spark-operator's webhook"
+        (container,) = pod["template"]["spec"]["containers"]
+        assert container["env"] == [
             {"name": "CARSTREAM_KAFKA_USERNAME", "value": "carstream-app"},
             {
                 "name": "CARSTREAM_KAFKA_PASSWORD",
@@ -122,7 +212,10 @@ def test_kafka_credentials_and_ca_come_from_secrets() -> None:
 
 def test_dims_gets_no_kafka_settings() -> None:
     app = application(stage("dims", kafka=SECURED_KAFKA))
-    assert "env" not in app["spec"]["driver"] and "secrets" not in app["spec"]["driver"]
+    assert "secrets" not in app["spec"]["driver"]
+    assert builders.kafka_env(stage("dims", kafka=SECURED_KAFKA)) == []
+    for role in ("driver", "executor"):
+        assert "env" not in app["spec"][role]["template"]["spec"]["containers"][0]
     assert not any(a.startswith("--kafka") for a in app["spec"]["arguments"])
 
 
@@ -176,7 +269,7 @@ def test_a_stage_may_use_its_own_kafka_user() -> None:
     assert "kafkaCredentialsSecret" not in specs["enrich"]
     assert specs["enrich"]["kafka"]["credentialsSecret"] == {"name": "carstream-enrich"}
     assert specs["enrich"]["kafka"]["caSecret"] == SECURED_KAFKA["caSecret"]
-    env = application(StageSpec.from_dict(specs["enrich"]))["spec"]["driver"]["env"]
+    env = builders.kafka_env(StageSpec.from_dict(specs["enrich"]))
     assert env[0] == {"name": "CARSTREAM_KAFKA_USERNAME", "value": "carstream-enrich"}
     assert env[1]["valueFrom"]["secretKeyRef"]["name"] == "carstream-enrich"
 

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from carstream import toolchain
+from carstream.stages import count, detect, enrich
 from carstream_operator import crds
+from carstream_operator import resources as r
 
 CRDS_DIR = toolchain.carstream_crds_dir()
 
@@ -80,3 +82,12 @@ def test_the_generator_rejects_bad_arguments(capsys: pytest.CaptureFixture[str])
         crds.main(["--no-such-flag"])
     assert exit_info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_the_triggers_the_crds_allow_are_those_the_jobs_run() -> None:
+    """The CEL rules come from resources.JOB_TRIGGERS (the operator never imports Spark); the
+    stages check their own SUPPORTED_TRIGGERS when they start."""
+    supported = {
+        module.STAGE: tuple(module.SUPPORTED_TRIGGERS) for module in (enrich, detect, count)
+    }
+    assert supported == {job: tuple(triggers) for job, triggers in r.JOB_TRIGGERS.items()}

@@ -149,6 +149,45 @@ INVALID_PIPELINES: list[tuple[str, Callable[[], Spec], list[str]]] = [
         ["spec.stages[2].args", "must not set flags the operator sets"],
     ),
     (
+        "count in realTime mode",
+        lambda: with_stage(4, trigger={"type": "realTime", "interval": "5 seconds"}),
+        [
+            "spec.stages[4].trigger.type",
+            "the count job cannot run with trigger.type realTime",
+            "set trigger.type to processingTime or availableNow",
+        ],
+    ),
+    (
+        "the count job under another name in realTime mode",
+        lambda: with_stage(4, name="windows", job="count", trigger={"type": "realTime"}),
+        ["spec.stages[4].trigger.type", "the count job cannot run with trigger.type realTime"],
+    ),
+    (
+        "shuffle partitions as a stage flag",
+        lambda: with_stage(2, args=["--shuffle-partitions", "8"]),
+        ["spec.stages[2].args", "set spark.sql.shuffle.partitions in sparkConf"],
+    ),
+    (
+        "shuffle partitions as a pipeline flag",
+        lambda: pipeline_spec(args=["--shuffle-partitions=8"]),
+        ["spec.args", "must not set --shuffle-partitions"],
+    ),
+    (
+        "shuffle partitions that are no number",
+        lambda: pipeline_spec(sparkConf={"spark.sql.shuffle.partitions": "many"}),
+        ["spec.sparkConf", "spark.sql.shuffle.partitions must be a positive whole number"],
+    ),
+    (
+        "a stage's zero shuffle partitions",
+        lambda: with_stage(3, sparkConf={"spark.sql.shuffle.partitions": "0"}),
+        ["spec.stages[3].sparkConf", "must be a positive whole number"],
+    ),
+    (
+        "a core request that is no quantity",
+        lambda: with_stage(2, driver={"coreRequest": "half"}),
+        ["spec.stages[2].driver.coreRequest", "should match"],
+    ),
+    (
         "zero executors",
         lambda: with_stage(2, executor={"instances": 0}),
         ["spec.stages[2].executor.instances", "greater than or equal to 1"],
@@ -209,7 +248,12 @@ def test_a_valid_pipeline_is_stored_with_its_defaults(
 ) -> None:
     spec = pipeline_spec()
     spec["stages"][4].update(trigger={"type": "availableNow"}, schedule="*/15 * * * *")
+    # The stateless stages may run in real-time mode; a pod may request part of a CPU.
+    spec["stages"][3].update(trigger={"type": "realTime"}, executor={"coreRequest": "500m"})
+    spec["stages"][2].update(driver={"coreRequest": "0.25"})
     created = create_pipeline(custom, kube_namespace, "demo", spec)
+    assert created["spec"]["stages"][3]["trigger"] == {"type": "realTime", "interval": "5 seconds"}
+    assert created["spec"]["stages"][3]["executor"]["coreRequest"] == "500m"
     stage = created["spec"]["stages"][2]
     assert stage["restartPolicy"] == {
         "maxRestarts": 5,
@@ -219,7 +263,7 @@ def test_a_valid_pipeline_is_stored_with_its_defaults(
         "resetAfterSeconds": 600,
     }
     assert stage["trigger"] == {"type": "processingTime", "interval": "5 seconds"}
-    assert stage["driver"] == {"cores": 1, "memory": "1g"}
+    assert stage["driver"] == {"cores": 1, "memory": "1g", "coreRequest": "0.25"}
     assert stage["executor"] == {"cores": 1, "memory": "1g", "instances": 1}
     assert stage["startDeadlineSeconds"] == 600
     assert stage["suspend"] is False
@@ -241,6 +285,30 @@ def test_an_invalid_pipeline_stage_is_rejected_too(
     )
     assert "spec.timeLimitSeconds" in message
     assert "spec.schedule" in message and "availableNow" in message
+
+
+@pytest.mark.parametrize(
+    ("job", "accepted"), [("enrich", True), ("detect", True), ("count", False)]
+)
+def test_only_the_stateless_jobs_may_run_in_real_time_mode_as_pipeline_stages(
+    custom: CustomObjectsApi, kube_namespace: str, job: str, accepted: bool
+) -> None:
+    stage_spec = builders.stage_specs("demo", pipeline_spec())[job]
+    stage_spec["trigger"] = {"type": "realTime", "interval": "5 seconds"}
+    body = builders.pipeline_stage("demo", kube_namespace, stage_spec)
+
+    def create() -> Spec:
+        created: Spec = custom.create_namespaced_custom_object(
+            r.GROUP, r.VERSION, kube_namespace, r.STAGE_PLURAL, body
+        )
+        return created
+
+    if accepted:
+        assert create()["spec"]["trigger"]["type"] == "realTime"
+    else:
+        message = rejection(create)
+        assert "spec.trigger.type" in message
+        assert f"the {job} job cannot run with trigger.type realTime" in message
 
 
 def test_the_documented_example_is_a_valid_pipeline(
