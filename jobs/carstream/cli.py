@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from carstream import broker, runner, stages
+from carstream import broker_cli, runner, stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stages.add_cli(commands)
-    broker.add_cli(commands)
+    broker_cli.add_cli(commands)
     runner.add_cli(commands)
     return parser
 
