@@ -17,10 +17,13 @@ K8S = toolchain.REPO_ROOT / "k8s"
 RELEASE = "carstream"
 NAMESPACE = "carstream"
 
+STANDALONE_VALUES = CHART / "values-standalone.yaml"
 VALUES_FILES: Mapping[str, tuple[Path, ...]] = {
     "default": (),
     "kind": (CHART / "values-kind.yaml",),
     "eks": (CHART / "values-eks.yaml",),
+    # Kafka without Strimzi (kafka.mode standalone), on kind.
+    "kind-standalone": (CHART / "values-kind.yaml", STANDALONE_VALUES),
 }
 
 
