@@ -254,20 +254,31 @@ def test_a_new_password_and_a_removed_user_converge(setup: Setup) -> None:
     assert admin.describe_acls(principal_filter("User:carstream-extra")).result(timeout=30) == []
 
 
-def test_what_kafka_cannot_do_is_reported_after_the_rest(setup: Setup) -> None:
-    fewer = {
-        **setup.document,
-        "topics": [
-            {**topic, "partitions": 1} if topic["topicName"] == TOPICS.sensors else topic
-            for topic in setup.document["topics"]
-        ],
-    }
-    result = setup.run(fewer)
-    assert result.returncode == 1
+def test_topic_changes_converge_and_what_kafka_cannot_do_is_reported(setup: Setup) -> None:
+    def with_scratch(partitions: int, retention_ms: int) -> dict[str, Any]:
+        scratch = {
+            "topicName": "scratch",
+            "partitions": partitions,
+            "replicas": 1,
+            "config": {"retention.ms": retention_ms},
+        }
+        return {**setup.document, "topics": [*setup.document["topics"], scratch]}
+
+    created = setup.run(with_scratch(1, 60000))
+    assert "topic scratch: created, 1 partitions" in created.stdout
+    grown = setup.run(with_scratch(2, 120000))
+    assert grown.returncode == 0, grown.stderr
+    assert "topic scratch: partitions 1 -> 2" in grown.stdout
+    assert "topic scratch: retention.ms 60000 -> 120000" in grown.stdout
+    assert "carstream kafka-setup: 2 changes;" in grown.stdout
+
+    shrunk = setup.run(with_scratch(1, 120000))
+    assert shrunk.returncode == 1
     assert (
-        "cannot apply: topic sensors-sample: has 3 partitions, the plan says 1; Kafka cannot "
-        "remove partitions" in result.stderr
+        "cannot apply: topic scratch: has 2 partitions, the plan says 1; Kafka cannot "
+        "remove partitions" in shrunk.stderr
     )
+    assert "no change; 1 not applicable" in shrunk.stdout
 
 
 def test_a_wrong_admin_password_stops_setup_at_once(setup: Setup) -> None:
