@@ -110,9 +110,65 @@ def stage_schema(pipeline_crd: Path) -> Schema:
     return without_kubernetes_keywords(stages)
 
 
+KAFKA_MODES = ["strimzi", "standalone"]
+
+
+def standalone_kafka() -> Schema:
+    """Settings of kafka.mode standalone: the chart's own single KRaft node."""
+    return obj(
+        {
+            "generateSecrets": {
+                "type": "boolean",
+                "description": "true: the chart generates the Kafka users' password Secrets "
+                "and keeps them; false: you create them before installing",
+            },
+            "jarsDir": string(
+                pattern=r"^/.+", description="where the image holds the kafka-broker jars"
+            ),
+            "heap": string(
+                pattern=r"^[0-9]+[kmgKMG]?$", description="JVM heap, such as 512m or 1g"
+            ),
+            "ephemeralStorage": obj(
+                {"request": quantity(), "limit": quantity()}, required=["request", "limit"]
+            ),
+            "setup": obj(
+                {
+                    "waitSeconds": integer(1, 86400),
+                    "backoffLimit": integer(0, 100),
+                    "resources": resources(),
+                },
+                required=["waitSeconds", "backoffLimit", "resources"],
+            ),
+        },
+        required=["generateSecrets", "jarsDir", "heap", "ephemeralStorage", "setup"],
+    )
+
+
+def standalone_kafka_rules() -> Schema:
+    """What standalone mode cannot do: one node, so one replica of everything."""
+    one = {"const": 1, "description": "standalone Kafka is a single node: 1"}
+    return {
+        "if": {"properties": {"mode": {"const": "standalone"}}, "required": ["mode"]},
+        "then": {
+            "properties": {
+                "replicationFactor": one,
+                "minInsyncReplicas": one,
+                "nodePool": {"properties": {"replicas": one}},
+                "externalListener": {"properties": {"brokerNodePorts": {"maxItems": 1}}},
+            }
+        },
+    }
+
+
 def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
     kafka = obj(
         {
+            "mode": string(
+                enum=KAFKA_MODES,
+                description="strimzi: Strimzi's cluster operator runs Kafka; standalone: the "
+                "chart runs one KRaft node itself, for clusters without Strimzi",
+            ),
+            "standalone": standalone_kafka(),
             "clusterName": string(
                 pattern=r"^([a-z]([-a-z0-9]*[a-z0-9])?)?$",
                 maxLength=40,
@@ -160,7 +216,15 @@ def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
                 required=["sensors", "enriched", "alerts", "counts", "dlq"],
             ),
         },
-        required=["version", "replicationFactor", "minInsyncReplicas", "nodePool", "topics"],
+        required=[
+            "mode",
+            "version",
+            "replicationFactor",
+            "minInsyncReplicas",
+            "nodePool",
+            "topics",
+        ],
+        allOf=[standalone_kafka_rules()],
     )
     storage = obj(
         {

@@ -29,12 +29,13 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 
-from carstream import toolchain
-from carstream.shutdown import stop_requested_on_signals
+from carstream import broker_security, toolchain
+from carstream.broker_security import Address, BrokerSecurity, ExternalListener
 
 JAR_GROUP = "kafka-broker"
 KAFKA_MAIN_CLASS = "kafka.Kafka"
@@ -45,6 +46,8 @@ NODE_ID = 1
 _PR_SET_PDEATHSIG = 1
 _HEAP = re.compile(r"^\d+[kmgKMG]?$")
 _LOG_TAIL_LINES = 25
+REFUSED_GRACE = 10.0
+"""Seconds of refused admin logins after which a starting broker is given up."""
 
 LOG4J2_PROPERTIES = """\
 status = warn
@@ -58,13 +61,13 @@ logger.state.name = state.change.logger
 logger.state.level = WARN
 """
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
 # Settings for one combined node; every internal topic has one replica.
 BASE_PROPERTIES: Mapping[str, str] = {
     "process.roles": "broker,controller",
     "node.id": str(NODE_ID),
     "controller.listener.names": "CONTROLLER",
-    "inter.broker.listener.name": "PLAINTEXT",
-    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
     "num.partitions": "2",
     "default.replication.factor": "1",
     "min.insync.replicas": "1",
@@ -148,10 +151,16 @@ class EmbeddedBroker:
     """A KRaft broker in a child JVM, as a context manager.
 
     `data_dir` holds server.properties, the log4j2 configuration, `broker.log` (all the JVM's
-    output) and the Kafka data (`data_dir/kafka-data`). Without one, a temporary folder is
-    used and removed on stop; with one, the data survives and is reused (formatted only the
-    first time), so topics and offsets persist across runs. `port=0` picks a free port.
+    output, unless `console_log` sends it to this process's stderr) and the Kafka data
+    (`data_dir/kafka-data`). Without one, a temporary folder is used and removed on stop; with
+    one, the data survives and is reused (formatted only the first time), so topics and offsets
+    persist across runs. `port=0` picks a free port. `host` is where the client listeners
+    bind, `advertised_host` what clients are told to connect to (default: `host`).
     `properties` add to or override the broker's server.properties.
+
+    With `security`, clients log in with SCRAM-SHA-512 and ACLs apply (see broker_security);
+    `external` adds a second client listener for clients outside a cluster. `jars_dir` is the
+    folder of the kafka-broker jars (default: the toolchain cache's).
     """
 
     def __init__(
@@ -161,19 +170,31 @@ class EmbeddedBroker:
         port: int = 0,
         controller_port: int = 0,
         host: str = "127.0.0.1",
+        advertised_host: str | None = None,
         heap: str = DEFAULT_HEAP,
         properties: Mapping[str, str] | None = None,
+        security: BrokerSecurity | None = None,
+        external: ExternalListener | None = None,
+        jars_dir: str | Path | None = None,
+        console_log: bool = False,
         start_timeout: float = 90.0,
         stop_timeout: float = 30.0,
     ) -> None:
         if not _HEAP.match(heap):
             raise ValueError(f"heap {heap!r} is not a JVM size such as 512m or 1g")
+        if external is not None and security is None:
+            raise ValueError("an external listener needs security (SASL with SCRAM-SHA-512)")
         self._given_data_dir = Path(data_dir) if data_dir is not None else None
         self._requested_port = port
         self._requested_controller_port = controller_port
         self.host = host
+        self.advertised_host = advertised_host or host
         self.heap = heap
         self.extra_properties = dict(properties or {})
+        self.security = security
+        self.external = external
+        self.jars_dir = Path(jars_dir) if jars_dir is not None else toolchain.jar_dir(JAR_GROUP)
+        self.console_log = console_log
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.data_dir: Path | None = None
@@ -185,9 +206,15 @@ class EmbeddedBroker:
 
     @property
     def bootstrap_servers(self) -> str:
+        """The address clients use (the advertised one)."""
         if self.port is None:
             raise BrokerError("the broker is not started")
-        return f"{self.host}:{self.port}"
+        return f"{self.advertised_host}:{self.port}"
+
+    @property
+    def local_host(self) -> str:
+        """An address of this machine where the listeners accept connections."""
+        return "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
 
     @property
     def log_file(self) -> Path:
@@ -204,18 +231,40 @@ class EmbeddedBroker:
         return self.data_dir
 
     def server_properties(self) -> dict[str, str]:
-        listener = f"PLAINTEXT://{self.host}:{self.port}"
-        controller = f"{self.host}:{self.controller_port}"
-        return {
+        assert self.port is not None and self.controller_port is not None
+        controller = Address(self.local_host, self.controller_port)
+        properties = {
             **BASE_PROPERTIES,
             # Static voters: the node's own controller address comes from this file at every
             # start, so a reused data folder works with other ports.
             "controller.quorum.voters": f"{NODE_ID}@{controller}",
-            "listeners": f"{listener},CONTROLLER://{controller}",
-            "advertised.listeners": listener,
             "log.dirs": str(self._dir / "kafka-data"),
-            **self.extra_properties,
         }
+        if self.security is None:
+            properties.update(
+                plaintext_listener_properties(
+                    self.host, self.port, self.advertised_host, controller
+                )
+            )
+        else:
+            properties.update(
+                broker_security.listener_properties(
+                    self.security,
+                    bind_host=self.host,
+                    port=self.port,
+                    advertised=Address(self.advertised_host, self.port),
+                    controller=controller,
+                    external=self.external,
+                )
+            )
+        return {**properties, **self.extra_properties}
+
+    def admin_config(self) -> dict[str, Any]:
+        """librdkafka settings of a super-user client of this broker, on this machine."""
+        address = f"{self.local_host}:{self.port}"
+        if self.security is None:
+            return {"bootstrap.servers": address}
+        return self.security.client_settings(address).client_config()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -226,8 +275,10 @@ class EmbeddedBroker:
         """Formats storage if needed, starts the JVM and returns once clients are served."""
         if self._process is not None:
             raise BrokerError("the broker is already started")
-        classpath = f"{toolchain.jar_dir(JAR_GROUP)}/*"
-        toolchain.jars(JAR_GROUP)  # fails clearly when the bootstrap has not run
+        toolchain.jar_files(  # fails clearly when the bootstrap has not run
+            self.jars_dir, hint="run build/bootstrap, or point --jars-dir at the kafka-broker jars"
+        )
+        classpath = f"{self.jars_dir}/*"
         java = java_executable()
         if self._given_data_dir is not None:
             self._given_data_dir.mkdir(parents=True, exist_ok=True)
@@ -237,8 +288,8 @@ class EmbeddedBroker:
         auto_ports = self._requested_port == 0 or self._requested_controller_port == 0
         attempts = 3 if auto_ports else 1
         for attempt in range(1, attempts + 1):
-            self.port = self._requested_port or free_port(self.host)
-            self.controller_port = self._requested_controller_port or free_port(self.host)
+            self.port = self._requested_port or free_port(self.local_host)
+            self.controller_port = self._requested_controller_port or free_port(self.local_host)
             self._write_configuration()
             self._format_storage(java, classpath)
             try:
@@ -275,30 +326,20 @@ class EmbeddedBroker:
     # -- steps -----------------------------------------------------------------------------
 
     def _write_configuration(self) -> None:
-        lines = [f"{key}={value}" for key, value in self.server_properties().items()]
-        (self._dir / "server.properties").write_text("\n".join(lines) + "\n")
+        # Owner-only: with security, the file holds the admin's password.
+        _write_private(
+            self._dir / "server.properties",
+            broker_security.properties_text(self.server_properties()),
+        )
         (self._dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
 
     def _jvm_options(self, heap: str) -> list[str]:
-        log_config = (self._dir / "log4j2.properties").as_uri()
-        return [
-            f"-Xmx{heap}",
-            "-Xms64m",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log_config}",
-        ]
+        return jvm_options(heap, self._dir / "log4j2.properties")
 
     def _format_storage(self, java: str, classpath: str) -> None:
         if (self._dir / "kafka-data" / "meta.properties").exists():
             return
-        command = [
-            java,
-            *self._jvm_options("256m"),
-            "-cp",
-            classpath,
+        arguments = [
             STORAGE_TOOL_CLASS,
             "format",
             "--cluster-id",
@@ -306,15 +347,37 @@ class EmbeddedBroker:
             "--config",
             str(self._dir / "server.properties"),
         ]
-        with self.log_file.open("ab") as log:
-            result = subprocess.run(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
+        if self.security is not None:
+            arguments += ["--add-scram", self.security.format_argument()]
+        # The tool's arguments go through a java @argfile, so that no credential is ever on a
+        # command line (which every process of the machine may read).
+        argfile = self._dir / "format.args"
+        _write_private(argfile, "\n".join(f"'{argument}'" for argument in arguments) + "\n")
+        command = [java, *self._jvm_options("256m"), "-cp", classpath, f"@{argfile}"]
+        try:
+            with self._output() as log:
+                result = subprocess.run(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise BrokerError(
                 f"formatting the broker's storage failed (exit {result.returncode}); "
-                f"end of {self.log_file}:\n{_tail(self.log_file)}"
+                f"{self.log_excerpt()}"
             )
+
+    def _output(self) -> IO[bytes]:
+        """Where the JVMs write: broker.log, or this process's stderr with `console_log`."""
+        if self.console_log:
+            return os.fdopen(os.dup(sys.stderr.fileno()), "wb")
+        return self.log_file.open("ab")
+
+    def log_excerpt(self) -> str:
+        """Where to read what the broker said: the end of its log, or a pointer to stderr."""
+        if self.console_log:
+            return "the broker's output is above"
+        return f"end of {self.log_file}:\n{_tail(self.log_file)}"
 
     def _launch(self, java: str, classpath: str) -> None:
         command = [
@@ -325,7 +388,7 @@ class EmbeddedBroker:
             KAFKA_MAIN_CLASS,
             str(self._dir / "server.properties"),
         ]
-        with self.log_file.open("ab") as log:
+        with self._output() as log:
             self._process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -337,34 +400,30 @@ class EmbeddedBroker:
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        assert self.port is not None
+        refused: list[str] = []
+        refused_since: float | None = None
         while time.monotonic() < deadline:
             if not self.is_running():
-                raise BrokerError(
-                    f"the broker exited during start-up; end of {self.log_file}:\n"
-                    f"{_tail(self.log_file)}"
-                )
-            if self._serves_metadata():
+                raise BrokerError(f"the broker exited during start-up; {self.log_excerpt()}")
+            if self._serves_metadata(refused):
                 return
+            if refused and refused_since is None:
+                refused_since = time.monotonic()
+            if refused_since is not None and time.monotonic() - refused_since > REFUSED_GRACE:
+                raise BrokerError(
+                    f"the broker refuses the admin's login ({refused[-1]}): its storage was "
+                    "formatted with another admin user or password; use those, or start with an "
+                    "empty data folder"
+                )
             time.sleep(0.2)
         raise BrokerError(
             f"the broker did not accept clients within {self.start_timeout:.0f} s; "
-            f"end of {self.log_file}:\n{_tail(self.log_file)}"
+            f"{self.log_excerpt()}"
         )
 
-    def _serves_metadata(self) -> bool:
+    def _serves_metadata(self, refused: list[str]) -> bool:
         assert self.port is not None
-        try:
-            with socket.create_connection((self.host, self.port), timeout=1):
-                pass
-        except OSError:
-            return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        try:
-            metadata = admin.list_topics(timeout=2)
-        except Exception:  # KafkaException while the broker registers itself
-            return False
-        return NODE_ID in metadata.brokers
+        return answers_metadata(self.local_host, self.port, self.admin_config(), refused)
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
@@ -384,18 +443,59 @@ class EmbeddedBroker:
             self.data_dir = None
 
 
-# ---------------------------------------------------------------------------------------------
-# `carstream broker`
+def jvm_options(heap: str, log_config: Path) -> list[str]:
+    return [
+        f"-Xmx{heap}",
+        "-Xms64m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log_config.as_uri()}",
+    ]
 
 
-def _port(text: str) -> int:
+def answers_metadata(host: str, port: int, config: dict[str, Any], refused: list[str]) -> bool:
+    """True once the broker at host:port answers a metadata request as node NODE_ID;
+    authentication errors go into `refused`."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} must be within 0..65535 (0: a free port)")
-    return value
+        with socket.create_connection((host, port), timeout=1):
+            pass
+    except OSError:
+        return False
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            refused.append(error.str())
+
+    with_callback: dict[str, Any] = {**config, "error_cb": on_error}
+    admin = AdminClient(with_callback)
+    try:
+        metadata = admin.list_topics(timeout=2)
+    except Exception:  # KafkaException while the broker registers itself
+        admin.poll(0)  # serves the error callback
+        return False
+    return NODE_ID in metadata.brokers
+
+
+def plaintext_listener_properties(
+    host: str, port: int, advertised_host: str, controller: Address
+) -> dict[str, str]:
+    """The local broker's listeners: PLAINTEXT for clients, PLAINTEXT for the controller."""
+    return {
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{controller}",
+        "advertised.listeners": f"PLAINTEXT://{advertised_host}:{port}",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    }
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Writes a file that only its owner may read."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    path.chmod(0o600)
 
 
 def heap_size(text: str) -> str:
@@ -403,90 +503,3 @@ def heap_size(text: str) -> str:
     if not _HEAP.match(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a JVM size such as 512m or 1g")
     return text
-
-
-def add_cli(commands: Any) -> None:
-    """Adds `broker` to the `carstream` sub-commands."""
-    parser = commands.add_parser(
-        "broker",
-        help="run a local single-node Kafka broker (KRaft) until Ctrl+C",
-        description="Start a real single-node Apache Kafka broker (KRaft, broker and "
-        "controller in one JVM) from the jars in the toolchain cache, print its bootstrap "
-        "address on stdout once it accepts clients, and run until Ctrl+C or SIGTERM, then "
-        "shut it down cleanly.",
-    )
-    parser.add_argument(
-        "--port",
-        type=_port,
-        default=DEFAULT_PORT,
-        help=f"client port (default: {DEFAULT_PORT}; 0 picks a free one)",
-    )
-    parser.add_argument(
-        "--controller-port",
-        type=_port,
-        default=0,
-        help="KRaft controller port (default: 0, a free one)",
-    )
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on and to advertise to clients (default: 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="keep the broker's data and log here across runs (default: a temporary folder, "
-        "removed on exit)",
-    )
-    parser.add_argument(
-        "--heap",
-        type=heap_size,
-        default=DEFAULT_HEAP,
-        help=f"maximum JVM heap (default: {DEFAULT_HEAP})",
-    )
-    parser.set_defaults(handler=main)
-
-
-def main(args: argparse.Namespace) -> int:
-    for name, port in (("--port", args.port), ("--controller-port", args.controller_port)):
-        if port and not port_is_free(args.host, port):
-            print(
-                f"carstream broker: {name} {port} is in use on {args.host}; pass 0 for a free port",
-                file=sys.stderr,
-            )
-            return 1
-    broker = EmbeddedBroker(
-        args.data_dir,
-        port=args.port,
-        controller_port=args.controller_port,
-        host=args.host,
-        heap=args.heap,
-    )
-    with stop_requested_on_signals() as signals:
-        started = time.monotonic()
-        try:
-            broker.start()
-        except (BrokerError, toolchain.ToolchainMissing) as error:
-            print(f"carstream broker: {error}", file=sys.stderr)
-            return 1
-        try:
-            print(
-                f"carstream broker: ready in {time.monotonic() - started:.1f} s "
-                f"(log: {broker.log_file}); Ctrl+C stops it",
-                file=sys.stderr,
-            )
-            print(broker.bootstrap_servers, flush=True)
-            while not signals.wait(0.5):
-                if not broker.is_running():
-                    print(
-                        f"carstream broker: the broker stopped on its own; end of "
-                        f"{broker.log_file}:\n{_tail(broker.log_file)}",
-                        file=sys.stderr,
-                    )
-                    return 1
-            print("carstream broker: stopping", file=sys.stderr)
-        except KeyboardInterrupt:  # a second Ctrl+C: the broker is killed if it does not stop
-            return 130
-        finally:
-            broker.stop()
-    return 0

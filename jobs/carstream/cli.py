@@ -1,4 +1,4 @@
-"""The `carstream` command: `stage NAME`, `broker`, `run`."""
+"""The `carstream` command: `stage NAME`, `broker`, `kafka-setup`, `run`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from carstream import broker, runner, stages
+from carstream import broker_cli, kafka_setup, runner, stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stages.add_cli(commands)
-    broker.add_cli(commands)
+    broker_cli.add_cli(commands)
+    kafka_setup.add_cli(commands)
     runner.add_cli(commands)
     _remember_parsers(parser)
     return parser

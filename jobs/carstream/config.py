@@ -84,7 +84,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float_arg(text: str) -> float:
+    """argparse type: a number above zero."""
     try:
         value = float(text)
     except ValueError:
@@ -388,7 +389,7 @@ class GeneratorSettings:
             group,
             "--rate",
             default=20.0,
-            type=_positive_float,
+            type=positive_float_arg,
             help="events per second over all cars; each tick sends one event per car",
         )
         _add(
@@ -398,7 +399,10 @@ class GeneratorSettings:
             help="use the first N cars of the cars dimension (default: all of them)",
         )
         _add(
-            group, "--time-limit", type=_positive_float, help="stop cleanly after this many seconds"
+            group,
+            "--time-limit",
+            type=positive_float_arg,
+            help="stop cleanly after this many seconds",
         )
         _add(
             group,

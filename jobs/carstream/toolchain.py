@@ -26,11 +26,16 @@ def jar_dir(group: str) -> Path:
 
 
 def jars(group: str) -> list[Path]:
-    found = sorted(jar_dir(group).glob("*.jar"))
+    return jar_files(jar_dir(group))
+
+
+def jar_files(
+    folder: Path, hint: str = "run build/bootstrap to resolve them from Maven Central"
+) -> list[Path]:
+    """The jars in `folder`; a clear error when there are none."""
+    found = sorted(folder.glob("*.jar"))
     if not found:
-        raise ToolchainMissing(
-            f"no jars in {jar_dir(group)}: run build/bootstrap to resolve them from Maven Central"
-        )
+        raise ToolchainMissing(f"no jars in {folder}: {hint}")
     return found
 
 

@@ -18,11 +18,14 @@ K8S = toolchain.REPO_ROOT / "k8s"
 RELEASE = "carstream"
 NAMESPACE = "carstream"
 
+STANDALONE_VALUES = CHART / "values-standalone.yaml"
 VALUES_FILES: Mapping[str, tuple[Path, ...]] = {
     "default": (),
     "kind": (CHART / "values-kind.yaml",),
     "eks": (CHART / "values-eks.yaml",),
     "local": (CHART / "values-local.yaml",),
+    # Kafka without Strimzi (kafka.mode standalone), on kind.
+    "kind-standalone": (CHART / "values-kind.yaml", STANDALONE_VALUES),
 }
 STACK_VALUES_FILES: Mapping[str, tuple[Path, ...]] = {
     "default": (),

@@ -7,6 +7,7 @@ no controllers, so nothing here starts a pod: that part is for a real cluster.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,10 @@ def helm_install(
     namespace: str,
     values_files: tuple[Path, ...],
     set_values: tuple[str, ...] = (),
+    command: str = "install",
 ) -> tuple[str, str]:
     result = helm.helm(
-        "install",
+        command,
         "carstream",
         CHART,
         "--namespace",
@@ -75,13 +77,16 @@ def test_helm_install_into_the_api_server(
     assert "STATUS: deployed" in status
 
 
+@pytest.mark.parametrize("profile", ["default", "kind-standalone"])
 def test_helm_test_pod_is_admitted_under_restricted_pod_security(
-    kube_control_plane: ControlPlane, kube_namespace: str
+    profile: str, kube_control_plane: ControlPlane, kube_namespace: str
 ) -> None:
     plane, namespace = kube_control_plane, kube_namespace
     restricted_namespace(plane, namespace)
     hook = helm.template(
-        namespace=namespace, extra=["--show-only", "templates/tests/check-topics.yaml"]
+        VALUES_FILES[profile],
+        namespace=namespace,
+        extra=["--show-only", "templates/tests/check-topics.yaml"],
     )
     result = plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=hook)
     assert "pod/carstream-check-topics created (server dry run)" in result.stdout
@@ -93,6 +98,63 @@ def test_helm_test_pod_is_admitted_under_restricted_pod_security(
     )
     assert refused.returncode != 0
     assert 'violates PodSecurity "restricted' in refused.stderr
+
+
+def secret_passwords(plane: ControlPlane, namespace: str) -> dict[str, str]:
+    listed = plane.kubectl(
+        "get", "secrets", "-n", namespace, "-l", "app.kubernetes.io/component=kafka", "-o", "json"
+    ).stdout
+    return {
+        item["metadata"]["name"]: item["data"]["password"] for item in json.loads(listed)["items"]
+    }
+
+
+def test_standalone_kafka_installs_and_an_upgrade_keeps_the_passwords(
+    kube_control_plane: ControlPlane, kube_namespace: str
+) -> None:
+    """kafka.mode standalone into the real API server: no Strimzi object, a restricted broker
+    StatefulSet and setup Job, and Secrets whose passwords survive `helm upgrade`."""
+    plane, namespace = kube_control_plane, kube_namespace
+    restricted_namespace(plane, namespace)
+    values = VALUES_FILES["kind-standalone"]
+    stdout, stderr = helm_install(plane, namespace, values)
+    assert "STATUS: deployed" in stdout
+    assert "would violate PodSecurity" not in stderr, stderr
+    assert (
+        f"kubectl -n {namespace} wait job/carstream-kafka-setup-1 --for=condition=Complete"
+        in stdout
+    )
+    listed = plane.kubectl(
+        "get",
+        "statefulsets,services,jobs,configmaps,networkpolicies,kafkas,kafkausers",
+        "-n",
+        namespace,
+        "-o",
+        "name",
+    ).stdout.split()
+    assert "statefulset.apps/carstream-kafka" in listed
+    assert "service/carstream-kafka-bootstrap" in listed
+    assert "service/carstream-kafka-external" in listed
+    assert "job.batch/carstream-kafka-setup-1" in listed
+    assert "configmap/carstream-kafka-setup" in listed
+    assert "networkpolicy.networking.k8s.io/carstream-kafka" in listed
+    assert not [name for name in listed if "strimzi.io" in name]
+    before = secret_passwords(plane, namespace)
+    assert set(before) == {
+        "carstream-generate",
+        "carstream-enrich",
+        "carstream-detect",
+        "carstream-count",
+        "carstream-viewer",
+        "carstream-kafka-admin",
+    }
+
+    upgraded, _ = helm_install(plane, namespace, values, command="upgrade")
+    assert "STATUS: deployed" in upgraded
+    assert "REVISION: 2" in upgraded
+    assert secret_passwords(plane, namespace) == before, "an upgrade keeps every password"
+    jobs = plane.kubectl("get", "jobs", "-n", namespace, "-o", "name").stdout.split()
+    assert jobs == ["job.batch/carstream-kafka-setup-2"], "each revision runs the setup again"
 
 
 def ensure_namespace(plane: ControlPlane, name: str) -> None:

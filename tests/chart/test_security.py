@@ -57,7 +57,12 @@ def test_kube_score_finds_nothing_in_the_chart(profile: str, tmp_path: Path) -> 
         for check in obj["checks"]
         if not check["skipped"] and check["grade"] >= PASSING_GRADE
     }
-    for kind in ("Deployment", "Pod"):
+    kinds = (
+        ("Deployment", "Pod", "StatefulSet", "Job")
+        if "standalone" in profile
+        else ("Deployment", "Pod")
+    )
+    for kind in kinds:
         for check in (
             "container-resources",
             "container-security-context-privileged",
@@ -96,6 +101,7 @@ def leaves(node: object, path: str = "") -> list[tuple[str, object]]:
         CHART / "values.yaml",
         CHART / "values-kind.yaml",
         CHART / "values-eks.yaml",
+        CHART / "values-standalone.yaml",
         STACK_CHART / "values.yaml",
         STACK_CHART / "values-kind.yaml",
         STACK_CHART / "values-eks.yaml",

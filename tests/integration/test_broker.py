@@ -5,11 +5,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from carstream.broker import EmbeddedBroker
+import pytest
+
+from carstream.broker import BrokerError, EmbeddedBroker
+from carstream.broker_security import BrokerSecurity
 from carstream.config import KafkaSettings
 from carstream.kafka_admin import TopicAdmin
+from carstream.kafka_setup import login_outcome
 from tests.fixtures.kafka import consume, produce
 from tests.integration.processes import (
     alive,
@@ -95,3 +100,42 @@ def test_a_port_in_use_is_a_clear_error(kafka_broker: EmbeddedBroker) -> None:
     assert f"--port {kafka_broker.port} is in use" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_secured_broker_keeps_its_admin_across_restarts_and_refuses_another(
+    tmp_path: Path,
+) -> None:
+    """`carstream broker --sasl-scram` as the chart runs it (log on stderr), then its data
+    folder reused: the admin formatted into it still logs in, another password does not."""
+    data, log = tmp_path / "kafka", tmp_path / "broker.out"
+    admin = {"CARSTREAM_KAFKA_USERNAME": "admin", "CARSTREAM_KAFKA_PASSWORD": "first-secret"}
+    command = ["broker", "--port", "0", "--sasl-scram", "--console-log", "--data-dir", str(data)]
+    process = start_carstream(command, log, env=admin)
+    try:
+        bootstrap = _bootstrap_line(log, process)
+        security = BrokerSecurity("admin", "first-secret")
+        assert login_outcome(security.client_settings(bootstrap), timeout=15) is True
+        wrong = replace(security.client_settings(bootstrap), password="guess")
+        assert login_outcome(wrong, timeout=15) is False
+        admin_topics = TopicAdmin(security.client_settings(bootstrap))
+        admin_topics.create_topics(["kept-secured"], partitions=1)
+        admin_topics.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0, log.read_text()
+    finally:
+        kill_group(process)
+    assert "Kafka Server started" in log.read_text(), "the broker's log goes to stderr"
+    assert not (data / "broker.log").exists()
+    assert (data / "server.properties").stat().st_mode & 0o077 == 0, (
+        "owner-only: it holds a password"
+    )
+
+    with EmbeddedBroker(data, security=security) as again:
+        topics = TopicAdmin(security.client_settings(again.bootstrap_servers))
+        assert topics.partitions("kept-secured") == [0]
+        topics.close()
+
+    other = EmbeddedBroker(data, security=BrokerSecurity("admin", "second-secret"))
+    with pytest.raises(BrokerError, match="refuses the admin's login"):
+        other.start()
+    assert not other.is_running()

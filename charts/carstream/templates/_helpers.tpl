@@ -34,13 +34,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* The Strimzi Kafka cluster: its name prefixes the Services and Secrets Strimzi creates. */}}
+{{/*
+The Kafka cluster: its name prefixes the Services and Secrets of both Kafka modes (in strimzi
+mode Strimzi creates them, in standalone mode this chart does, with the same names).
+*/}}
 {{- define "carstream.kafkaCluster" -}}
 {{- default (include "carstream.fullname" .) .Values.kafka.clusterName | trunc 40 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "carstream.kafkaBootstrap" -}}
 {{- printf "%s-kafka-bootstrap.%s.svc:%d" (include "carstream.kafkaCluster" .) .Release.Namespace (int .Values.kafka.listenerPort) }}
+{{- end }}
+
+{{/* kafka.mode: strimzi (Strimzi's cluster operator runs Kafka) or standalone (this chart does). */}}
+{{- define "carstream.kafkaStandalone" -}}
+{{- if eq .Values.kafka.mode "standalone" }}true{{ end }}
+{{- end }}
+
+{{/* What the stages speak: TLS + SCRAM with Strimzi, SCRAM over plain TCP in standalone mode. */}}
+{{- define "carstream.kafkaSecurityProtocol" -}}
+{{- if include "carstream.kafkaStandalone" . }}SASL_PLAINTEXT{{ else }}SASL_SSL{{ end }}
+{{- end }}
+
+{{/* The labels that select the Kafka broker pods (for network policies). */}}
+{{- define "carstream.kafkaPodSelector" -}}
+{{- if include "carstream.kafkaStandalone" . }}
+{{- include "carstream.selectorLabels" . }}
+app.kubernetes.io/component: kafka
+{{- else }}
+{{- printf "strimzi.io/cluster: %s" (include "carstream.kafkaCluster" .) }}
+{{- end }}
 {{- end }}
 
 {{/* Strimzi writes the cluster CA certificate into this Secret, key ca.crt. */}}
@@ -52,6 +75,75 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "carstream.kafkaUser" -}}
 {{- $root := index . 0 }}
 {{- printf "%s-%s" (include "carstream.kafkaCluster" $root) (index . 1) }}
+{{- end }}
+
+{{/* Every Kafka user of the chart: one per Kafka stage, and the read-only viewer. */}}
+{{- define "carstream.kafkaUserRoles" -}}
+{{- toJson (list "generate" "enrich" "detect" "count" "viewer") }}
+{{- end }}
+
+{{/*
+A KafkaTopic's spec, from a topic of kafka.topics: (list $ $topic). Strimzi mode renders it as
+a KafkaTopic, standalone mode puts it into the plan of `carstream kafka-setup`.
+*/}}
+{{- define "carstream.kafkaTopicSpec" -}}
+{{- $root := index . 0 }}
+{{- $topic := index . 1 -}}
+topicName: {{ $topic.name | quote }}
+partitions: {{ $topic.partitions }}
+replicas: {{ $root.Values.kafka.replicationFactor }}
+config:
+  retention.ms: {{ $topic.retentionMs | int64 }}
+  min.insync.replicas: {{ $root.Values.kafka.minInsyncReplicas }}
+{{- end }}
+
+{{/*
+The ACLs of a Kafka user, in the words of a KafkaUser's spec.authorization.acls: (list $ ROLE),
+ROLE a Kafka stage (generate, enrich, detect, count) or viewer. A stage may touch only the
+topics it reads and writes; the viewer may read every topic. Both Kafka modes use this list.
+*/}}
+{{- define "carstream.kafkaUserAcls" -}}
+{{- $root := index . 0 }}
+{{- $user := index . 1 }}
+{{- $topics := $root.Values.kafka.topics }}
+{{- if eq $user "viewer" }}
+{{- range $role, $topic := $topics }}
+- resource:
+    type: topic
+    name: {{ $topic.name | quote }}
+    patternType: literal
+  operations: [Read, Describe]
+{{- end }}
+- resource:
+    type: group
+    name: {{ printf "%s-viewer" (include "carstream.kafkaCluster" $root) | quote }}
+    patternType: prefix
+  operations: [Read]
+{{- else }}
+{{- $access := index (include "carstream.stageTopics" $root | fromYaml) $user }}
+{{- range $role := $access.reads }}
+- resource:
+    type: topic
+    name: {{ (index $topics $role).name | quote }}
+    patternType: literal
+  operations: [Read, Describe]
+{{- end }}
+{{- range $role := $access.writes }}
+- resource:
+    type: topic
+    name: {{ (index $topics $role).name | quote }}
+    patternType: literal
+  operations: [Write, Describe]
+{{- end }}
+{{- if $access.reads }}
+# Spark's Kafka source names its consumer groups with this prefix.
+- resource:
+    type: group
+    name: {{ $root.Values.kafka.consumerGroupPrefix | quote }}
+    patternType: prefix
+  operations: [Read]
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "carstream.sparkServiceAccount" -}}
@@ -123,4 +215,87 @@ shared volume, the S3 endpoint. pipeline.sparkConf entries win over these.
 {{- end }}
 {{- end }}
 {{- toYaml $conf }}
+{{- end }}
+
+{{/* Standalone Kafka: the StatefulSet, its headless Service and the admin's Secret. */}}
+{{- define "carstream.kafkaStatefulSet" -}}
+{{- printf "%s-kafka" (include "carstream.kafkaCluster" .) }}
+{{- end }}
+
+{{- define "carstream.kafkaBrokersService" -}}
+{{- printf "%s-kafka-brokers" (include "carstream.kafkaCluster" .) }}
+{{- end }}
+
+{{- define "carstream.kafkaAdminSecret" -}}
+{{- printf "%s-kafka-admin" (include "carstream.kafkaCluster" .) }}
+{{- end }}
+
+{{/*
+A Kafka user's password Secret in standalone mode, shaped like the Secret Strimzi's user
+operator writes for a SCRAM KafkaUser (keys password and sasl.jaas.config): (list $ NAME).
+The password is generated once: an upgrade reads it back from the cluster (lookup), and the
+Secret stays when the release is uninstalled, like the broker's volume that knows the password.
+*/}}
+{{- define "carstream.kafkaPasswordSecret" -}}
+{{- $root := index . 0 }}
+{{- $name := index . 1 }}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace $name }}
+{{- $password := randAlphaNum 32 }}
+{{- if and $existing $existing.data }}
+{{- with index $existing.data "password" }}
+{{- $password = b64dec . }}
+{{- end }}
+{{- end -}}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "carstream.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: kafka
+    carstream.io/kafka-user: {{ $name }}
+  annotations:
+    helm.sh/resource-policy: keep
+type: Opaque
+data:
+  password: {{ $password | b64enc }}
+  sasl.jaas.config: {{ printf "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"%s\" password=\"%s\";" $name $password | b64enc }}
+{{- end }}
+
+{{/* The restricted Pod Security context of every carstream pod. */}}
+{{- define "carstream.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsUser }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "carstream.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end }}
+
+{{/* Kafka client settings of carstream's containers, as the CARSTREAM_* variables. */}}
+{{- define "carstream.kafkaClientEnv" -}}
+{{- $root := index . 0 }}
+{{- $user := index . 1 }}
+{{- $secret := index . 2 -}}
+- name: CARSTREAM_BOOTSTRAP_SERVERS
+  value: {{ include "carstream.kafkaBootstrap" $root | quote }}
+- name: CARSTREAM_KAFKA_SECURITY_PROTOCOL
+  value: {{ include "carstream.kafkaSecurityProtocol" $root }}
+- name: CARSTREAM_KAFKA_SASL_MECHANISM
+  value: SCRAM-SHA-512
+- name: CARSTREAM_KAFKA_USERNAME
+  value: {{ $user | quote }}
+- name: CARSTREAM_KAFKA_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: password
 {{- end }}
