@@ -36,11 +36,26 @@ def jars(group: str) -> list[Path]:
 
 def binary(name: str) -> Path:
     """A Go tool built by the bootstrap: helm, kubeconform, kube-score, kube-apiserver,
-    kubectl, etcd."""
+    kubectl, etcd; for the local cluster also kubelet, kube-controller-manager,
+    kube-scheduler, kube-proxy, coredns and pause."""
     path = cache_dir() / "bin" / name
     if not os.access(path, os.X_OK):
         raise ToolchainMissing(f"{path} is missing: run build/bootstrap to build it")
     return path
+
+
+def base_image_tar() -> Path:
+    """The Debian bookworm minbase root file system (`build/bootstrap base-image`) that the
+    local cluster imports into docker as debian:bookworm-slim."""
+    path = cache_dir() / "images" / "debian-bookworm-slim.tar"
+    if not path.is_file():
+        raise ToolchainMissing(f"{path} is missing: run build/bootstrap base-image")
+    return path
+
+
+def docker_data_root() -> Path:
+    """The data root of the local cluster's dockerd: images and build cache outlive a run."""
+    return cache_dir() / "docker"
 
 
 def kubeconform_schemas_dir() -> Path:
