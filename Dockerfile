@@ -95,7 +95,7 @@ ARG JAR_GROUPS="spark-kafka spark-s3"
 RUN /opt/venv/bin/python /opt/carstream/main.py --help >/dev/null \
     && /opt/venv/bin/python -c "import carstream.cli, carstream_operator, pyspark" \
     && test -x "${SPARK_HOME}/bin/spark-submit" \
-    && java -version \
+    && java -XX:-UsePerfData -version \
     && for group in $JAR_GROUPS; do \
         case "$group" in \
             spark-kafka) jar='spark-sql-kafka-0-10_2.13-*.jar' ;; \

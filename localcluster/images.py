@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from carstream import toolchain
@@ -112,8 +113,13 @@ def load_image(run: RunDir, *tags: str, nodes: Sequence[Node] = NODES) -> float:
     archive.parent.mkdir(parents=True, exist_ok=True)
     try:
         docker(run, "save", f"--output={archive}", *tags, timeout=1800)
-        for node in nodes:
-            ctr(run, node, "images", "import", str(archive))
+        # both nodes at once: each import mostly waits for its containerd to write layers
+        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+            imports = [
+                pool.submit(ctr, run, node, "images", "import", str(archive)) for node in nodes
+            ]
+            for finished in imports:
+                finished.result()
     finally:
         archive.unlink(missing_ok=True)
     return time.monotonic() - started

@@ -3,7 +3,8 @@
 One self-signed CA signs everything: the API server's serving certificate, a client
 certificate per identity (admin in system:masters, each kubelet as system:node:NAME, the
 controller manager, the scheduler, kube-proxy, the API server's kubelet client), and the
-service-account signing key pair. Keys are ECDSA P-256 (fast to make, accepted everywhere).
+service-account signing key pair. Keys are RSA 2048: the Kubernetes client inside Spark
+(fabric8) cannot read an ECDSA key in PKCS#8 form.
 """
 
 from __future__ import annotations
@@ -54,9 +55,7 @@ def _openssl(*args: str) -> None:
 
 
 def _new_key(path: Path) -> None:
-    _openssl(
-        "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", f"{path}"
-    )
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", f"{path}")
     path.chmod(0o600)
 
 

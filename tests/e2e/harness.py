@@ -14,7 +14,7 @@ from typing import Any
 from localcluster import cluster, host
 from localcluster.kubectl import Kubectl
 from localcluster.layout import ROLE_LABEL, Node, RunDir
-from localcluster.processes import processes_mentioning
+from localcluster.processes import ProcessRecord, State, is_running, processes_mentioning
 
 # Container states a pod does not leave by waiting.
 STUCK = {
@@ -58,13 +58,20 @@ def running_programs() -> dict[int, str]:
     return found
 
 
+def parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
 @dataclass
 class E2ECluster:
     run: RunDir
     host_before: host.HostState
     programs_before: dict[int, str]
-    timings: dict[str, float] = field(default_factory=dict)
     down_problems: list[str] | None = None
+    recorded: list[ProcessRecord] = field(default_factory=list)
 
     @property
     def kubectl(self) -> Kubectl:
@@ -73,16 +80,21 @@ class E2ECluster:
     def down(self) -> list[str]:
         """Brings the cluster down once; later calls return the first result."""
         if self.down_problems is None:
+            state = State.load(self.run.state_file)
+            self.recorded = state.processes if state else []
             self.down_problems = cluster.down(self.run)
         return self.down_problems
 
     def leftover_processes(self) -> list[str]:
-        after = running_programs()
-        left = [
-            f"{pid} {name}"
-            for pid, name in after.items()
-            if name in CLUSTER_PROGRAMS and self.programs_before.get(pid) != name
-        ]
+        """What still runs of the cluster: a recorded process, anything whose command line
+        names the run directory, and any cluster program that did not run before `up` and
+        is our child or an orphan (other people's tests may run etcd and kube-apiserver of
+        their own on this machine meanwhile)."""
+        left = [f"{r.pid} {r.name} (recorded)" for r in self.recorded if is_running(r)]
+        for pid, name in running_programs().items():
+            new = name in CLUSTER_PROGRAMS and self.programs_before.get(pid) != name
+            if new and parent_pid(pid) in {1, os.getpid()}:
+                left.append(f"{pid} {name}")
         left += [
             f"{pid} (mentions {self.run.root})" for pid in processes_mentioning(str(self.run.root))
         ]

@@ -4,7 +4,9 @@ pyspark runs its driver on node 1 and its executor on node 2 and computes the ri
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,12 +134,15 @@ def spark_submit(
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     command.append("local:///opt/e2e/job.py")
+    pyspark = importlib.util.find_spec("pyspark")
+    assert pyspark is not None and pyspark.origin is not None
     return subprocess.run(
         command,
         capture_output=True,
         text=True,
         timeout=600,
         cwd=toolchain.REPO_ROOT,
+        env={**os.environ, "SPARK_HOME": str(Path(pyspark.origin).parent)},
         check=False,
     )
 
@@ -149,9 +154,11 @@ def test_a_spark_cluster_mode_job_runs_driver_on_node_1_and_executor_on_node_2(
     submitted = spark_submit(
         cluster, namespace, carstream_image, _driver_template(tmp_path / "driver.yaml")
     )
-    pods = cluster.kubectl.get_json("get", "pods", f"--namespace={namespace}")["items"]
-    roles = {pod["metadata"]["labels"].get("spark-role"): pod for pod in pods}
-    assert set(roles) == {"driver", "executor"}, submitted.stderr[-3000:]
+    pods = cluster.kubectl.get_json(
+        "get", "pods", f"--namespace={namespace}", "--selector=spark-role"
+    )["items"]
+    roles = {pod["metadata"]["labels"]["spark-role"]: pod for pod in pods}
+    assert sorted(roles) == ["driver", "executor"], submitted.stderr[-3000:]
     driver, executor = roles["driver"], roles["executor"]
     log = cluster.logs(namespace, driver["metadata"]["name"])
     assert driver["status"]["phase"] == "Succeeded", log[-3000:]
