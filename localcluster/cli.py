@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClusterError, ToolchainMissing) as error:
         print(f"localcluster: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("localcluster: interrupted", file=sys.stderr)
+        return 130
 
 
 def _dispatch(arguments: argparse.Namespace, run: RunDir) -> int:

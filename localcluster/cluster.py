@@ -192,8 +192,9 @@ def _cgroup_dirs(run: RunDir) -> list[str]:
 
 
 # Programs that a crash may leave running, found by the run directory in their command line:
-# dockerd's own containerd and the shims of both containerds.
-RUNTIME_PROGRAMS = ("containerd", "containerd-shim", "containerd-shim-runc-v2")
+# dockerd's own containerd, the shims of all containerds, and a `docker save` or `ctr images
+# import` of an image load that was under way.
+RUNTIME_PROGRAMS = ("containerd", "containerd-shim", "containerd-shim-runc-v2", "ctr", "docker")
 
 
 def _kill_leftovers(run: RunDir, log: Callable[[str], None]) -> None:

@@ -83,7 +83,7 @@ def start(
     """Starts COMMAND in a session of its own (so it outlives this Python process and a
     Ctrl+C in the terminal reaches only us), output into LOG, and records it."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as output:
+    with log.open("wb") as output:
         process = subprocess.Popen(
             list(command),
             stdin=subprocess.DEVNULL,
