@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from carstream import toolchain
 from localcluster import control_plane, host, images, nodes, pki, runtime
 from localcluster.kubectl import Kubectl
-from localcluster.layout import BASE_IMAGE, DOCKER_CGROUP_PARENT, NODES, PAUSE_IMAGE, RunDir
+from localcluster.layout import (
+    BASE_IMAGE,
+    DOCKER_BRIDGE,
+    DOCKER_CGROUP_PARENT,
+    NODES,
+    PAUSE_IMAGE,
+    RunDir,
+)
 from localcluster.processes import (
     ClusterError,
     State,
@@ -166,7 +173,7 @@ def down(run: RunDir, log: Callable[[str], None] = print) -> list[str]:
     problems: list[str] = []
     if run.snapshot_file.exists():
         before = host.HostState.load(run.snapshot_file)
-        problems = host.restore(before, own_paths=_own_paths(run))
+        problems = host.restore(before, _ownership(run))
     if not problems:
         _remove_run_state(run)
     return problems
@@ -213,8 +220,13 @@ def _kill_leftovers(run: RunDir, log: Callable[[str], None]) -> None:
         kill_pids(sorted(pids))
 
 
-def _own_paths(run: RunDir) -> list[str]:
-    return [str(run.root), str(toolchain.docker_data_root()), *host.TRACKED_DIRS]
+def _ownership(run: RunDir) -> host.Ownership:
+    return host.Ownership(
+        paths=(str(run.root), str(toolchain.docker_data_root())),
+        links=(*(node.bridge for node in NODES), DOCKER_BRIDGE),
+        cgroups=tuple(cgroup.lstrip("/") for cgroup in _cgroup_dirs(run)),
+        networks=tuple(node.name for node in NODES),
+    )
 
 
 def _remove_run_state(run: RunDir) -> None:

@@ -13,7 +13,8 @@ What the cluster's programs change on this machine, found by running them here:
 - files: the CNI result cache (/var/lib/cni), /var/log/containers, /run/containerd (shim
   sockets), /run/docker.
 
-`restore()` puts every item back as recorded and `differences()` says what still differs.
+`restore()` puts every item back as recorded, removing only what `Ownership` says is the
+cluster's, and `differences()` says what still differs (also what others changed meanwhile).
 An iptables table with no rules, no chains of its own and only ACCEPT policies counts as
 absent: iptables-nft can empty a table but not remove it, and an empty table filters nothing.
 """
@@ -23,10 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -72,9 +72,24 @@ TRACKED_DIRS = (
     "/etc/cni",
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-# Top-level cgroups that down may remove when they are new: the cluster's own.
-OWN_CGROUP = re.compile(r"^(carstream-.*|kubepods|docker)$")
-OWN_LINK = re.compile(r"^(veth.*|carstream\d+|docker0|cni\d+)$")
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What of the host's new state is the cluster's, so that restore() removes only that and
+    leaves alone what other programs (another container runtime, say) created meanwhile:
+    mounts and files under PATHS (the run directory, dockerd's data root), the links in
+    LINKS and the veths attached to them, the top-level cgroups in CGROUPS, the CNI cache
+    entries of the NETWORKS, the pods' network namespaces (/run/netns/cni-*) and log links
+    into PATHS. A tracked folder that did not exist before goes as a whole."""
+
+    paths: tuple[str, ...]
+    links: tuple[str, ...]
+    cgroups: tuple[str, ...]
+    networks: tuple[str, ...]
+
+    def owns_path(self, path: str) -> bool:
+        return any(path == own or path.startswith(own.rstrip("/") + "/") for own in self.paths)
 
 
 @dataclass
@@ -257,29 +272,37 @@ def _set_changes(what: str, before: Iterable[str], after: Iterable[str]) -> list
 # --- restoring ----------------------------------------------------------------------------
 
 
-def restore(before: HostState, own_paths: Sequence[str]) -> list[str]:
+def restore(before: HostState, ours: Ownership) -> list[str]:
     """Undoes what the cluster changed, in an order that lets each step succeed (mounts
-    before the folders under them, veths before bridges), then returns `differences()`.
-    Only mounts under OWN_PATHS are unmounted."""
+    before the folders under them, veths before bridges), then returns `differences()`."""
     problems: list[str] = []
-    _unmount_new(before, own_paths, problems)
-    _delete_new_links(before, problems)
+    _unmount_new(before, ours, problems)
+    _delete_new_links(before, ours, problems)
     _delete_new_lo_addresses(before, problems)
-    _remove_new_cgroups(before, problems)
-    _remove_new_paths(before, problems)
+    _remove_new_cgroups(before, ours, problems)
+    _remove_new_paths(before, ours, problems)
     _restore_iptables(before, problems)
     _restore_sysctls(before, problems)
     return problems + differences(before, snapshot())
 
 
-def _unmount_new(before: HostState, own_paths: Sequence[str], problems: list[str]) -> None:
+def _tracked_top(path: str) -> str | None:
+    return next((top for top in TRACKED_DIRS if path == top or path.startswith(top + "/")), None)
+
+
+def _is_pod_netns(path: str) -> bool:
+    return path.startswith("/run/netns/cni-")
+
+
+def _unmount_new(before: HostState, ours: Ownership, problems: list[str]) -> None:
     old = set(before.mounts)
+    new_tops = {top for top in TRACKED_DIRS if top not in before.paths}
     new = [
         mountpoint
         for mountpoint in set(read_mounts()) - old
-        if any(
-            mountpoint == own or mountpoint.startswith(own.rstrip("/") + "/") for own in own_paths
-        )
+        if ours.owns_path(mountpoint)
+        or _is_pod_netns(mountpoint)
+        or _tracked_top(mountpoint) in new_tops
     ]
     for mountpoint in sorted(new, key=lambda m: -m.count("/")):
         result = subprocess.run(["umount", mountpoint], capture_output=True, text=True)
@@ -289,10 +312,24 @@ def _unmount_new(before: HostState, own_paths: Sequence[str], problems: list[str
                 problems.append(f"could not unmount {mountpoint}: {lazy.stderr.strip()}")
 
 
-def _delete_new_links(before: HostState, problems: list[str]) -> None:
-    new = [name for name in read_links() if name not in before.links and OWN_LINK.match(name)]
+def read_link_masters() -> dict[str, str | None]:
+    """Link name -> the bridge it is attached to (None when it is not)."""
+    masters: dict[str, str | None] = {}
+    for line in _run("ip", "-o", "link", "show").splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        words = line.split()
+        masters[name] = words[words.index("master") + 1] if "master" in words else None
+    return masters
+
+
+def _delete_new_links(before: HostState, ours: Ownership, problems: list[str]) -> None:
+    masters = read_link_masters()
+    bridges = [name for name in ours.links if name in masters and name not in before.links]
+    veths = [
+        name for name, master in masters.items() if master in bridges and name not in before.links
+    ]
     # veths first: deleting one end removes its peer in the pod's namespace too
-    for name in sorted(new, key=lambda n: not n.startswith("veth")):
+    for name in [*veths, *bridges]:
         if name not in read_links():
             continue
         result = subprocess.run(["ip", "link", "delete", name], capture_output=True, text=True)
@@ -309,11 +346,11 @@ def _delete_new_lo_addresses(before: HostState, problems: list[str]) -> None:
             problems.append(f"could not delete {address} from lo: {result.stderr.strip()}")
 
 
-def _remove_new_cgroups(before: HostState, problems: list[str]) -> None:
+def _remove_new_cgroups(before: HostState, ours: Ownership, problems: list[str]) -> None:
     for hierarchy in cgroup_hierarchies():
         old = set(before.cgroups.get(hierarchy.name, []))
         for child in sorted(hierarchy.iterdir()):
-            if child.is_dir() and child.name not in old and OWN_CGROUP.match(child.name):
+            if child.is_dir() and child.name not in old and child.name in ours.cgroups:
                 remove_cgroup_tree(child, problems)
 
 
@@ -328,9 +365,25 @@ def remove_cgroup_tree(top: Path, problems: list[str]) -> None:
             problems.append(f"could not remove cgroup {directory}: {error}")
 
 
-def _remove_new_paths(before: HostState, problems: list[str]) -> None:
+def _is_ours(path: str, before: HostState, ours: Ownership) -> bool:
+    top = _tracked_top(path)
+    if top is None:
+        return False
+    if top not in before.paths:
+        return True
+    if top == "/var/lib/cni":  # the CNI result cache: results/<network>-<container>-<interface>
+        return any(f"/{network}-" in path for network in ours.networks)
+    if top == "/run/netns":
+        return _is_pod_netns(path)
+    if top == "/var/log/containers":  # the kubelet's links to the pods' logs
+        return os.path.islink(path) and ours.owns_path(os.readlink(path))
+    return False
+
+
+def _remove_new_paths(before: HostState, ours: Ownership, problems: list[str]) -> None:
     old = set(before.paths)
-    for path in sorted(set(read_paths()) - old, key=lambda p: -p.count("/")):
+    new = [path for path in set(read_paths()) - old if _is_ours(path, before, ours)]
+    for path in sorted(new, key=lambda p: -p.count("/")):
         target = Path(path)
         try:
             if target.is_symlink() or not target.is_dir():

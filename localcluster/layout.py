@@ -73,6 +73,8 @@ NODES = (
 CONTROL_PLANE_IP = NODES[0].ip
 DNS_IP = CONTROL_PLANE_IP
 DOCKER_CGROUP_PARENT = "/carstream-docker"
+# dockerd's default bridge: this machine runs no other dockerd (a second one would share it).
+DOCKER_BRIDGE = "docker0"
 
 
 @dataclass(frozen=True)

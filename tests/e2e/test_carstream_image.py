@@ -4,9 +4,11 @@ pyspark runs its driver on node 1 and its executor on node 2 and computes the ri
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +104,12 @@ def _driver_template(path: Path) -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when this test process dies, even by SIGKILL
+    (prctl PR_SET_PDEATHSIG), so a killed test run leaves no spark-submit behind."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def spark_submit(
     cluster: E2ECluster, namespace: str, image: str, template: Path
 ) -> subprocess.CompletedProcess[str]:
@@ -143,6 +151,7 @@ def spark_submit(
         timeout=600,
         cwd=toolchain.REPO_ROOT,
         env={**os.environ, "SPARK_HOME": str(Path(pyspark.origin).parent)},
+        preexec_fn=_die_with_parent,
         check=False,
     )
 
