@@ -194,7 +194,8 @@ def _drain(run: RunDir, state: State, log: Callable[[str], None]) -> None:
     )  # fmt: skip
 
 
-def _cgroup_dirs(run: RunDir) -> list[str]:
+def _cgroup_dirs() -> list[str]:
+    """The cgroups under which the kubelets and dockerd put every container they start."""
     return [node.cgroup_root for node in NODES] + [DOCKER_CGROUP_PARENT]
 
 
@@ -209,7 +210,7 @@ def _kill_leftovers(run: RunDir, log: Callable[[str], None]) -> None:
     runtime's helpers (RUNTIME_PROGRAMS)."""
     pids: set[int] = set()
     for hierarchy in host.cgroup_hierarchies():
-        for cgroup in _cgroup_dirs(run):
+        for cgroup in _cgroup_dirs():
             top = hierarchy / cgroup.lstrip("/")
             for procs in top.rglob("cgroup.procs") if top.is_dir() else []:
                 pids.update(int(pid) for pid in procs.read_text().split())
@@ -224,7 +225,7 @@ def _ownership(run: RunDir) -> host.Ownership:
     return host.Ownership(
         paths=(str(run.root), str(toolchain.docker_data_root())),
         links=(*(node.bridge for node in NODES), DOCKER_BRIDGE),
-        cgroups=tuple(cgroup.lstrip("/") for cgroup in _cgroup_dirs(run)),
+        cgroups=tuple(cgroup.lstrip("/") for cgroup in _cgroup_dirs()),
         networks=tuple(node.name for node in NODES),
     )
 

@@ -61,7 +61,7 @@ def import_base_image(run: RunDir) -> None:
 
 
 def build_pause_image(run: RunDir) -> None:
-    context = run.scratch() / "pause-image"
+    context = run.scratch / "pause-image"
     context.mkdir(parents=True, exist_ok=True)
     shutil.copy2(toolchain.binary("pause"), context / "pause")
     (context / "Dockerfile").write_text(PAUSE_DOCKERFILE)
@@ -109,7 +109,7 @@ def load_image(run: RunDir, *tags: str, nodes: Sequence[Node] = NODES) -> float:
     """`docker save TAGS` once, `ctr images import` into each node's containerd (what kind's
     `load docker-image` does); returns the seconds it took."""
     started = time.monotonic()
-    archive = run.scratch() / "image.tar"
+    archive = run.scratch / "image.tar"
     archive.parent.mkdir(parents=True, exist_ok=True)
     try:
         docker(run, "save", f"--output={archive}", *tags, timeout=1800)

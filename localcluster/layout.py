@@ -143,5 +143,7 @@ class RunDir:
     def cni_conf_dir(self, node: Node) -> Path:
         return self.node_dir(node) / "cni" / "net.d"
 
+    @property
     def scratch(self) -> Path:
+        """Temporary files: the pause image's build context, an image archive being loaded."""
         return self.root / "scratch"
