@@ -41,7 +41,9 @@ def jar_files(
 
 def binary(name: str) -> Path:
     """A Go tool built by the bootstrap: helm, kubeconform, kube-score, kube-apiserver,
-    kubectl, etcd; spark-operator after `build/bootstrap spark-operator`."""
+    kubectl, etcd; spark-operator after `build/bootstrap spark-operator`; for the local
+    cluster also kubelet, kube-controller-manager, kube-scheduler, kube-proxy, coredns and
+    pause."""
     path = cache_dir() / "bin" / name
     if not os.access(path, os.X_OK):
         raise ToolchainMissing(f"{path} is missing: run build/bootstrap to build it")
@@ -80,6 +82,20 @@ def spark_operator_chart() -> Path:
             f"{path} is missing: run build/bootstrap spark-operator-chart to package it"
         )
     return path
+
+
+def base_image_tar() -> Path:
+    """The Debian bookworm minbase root file system (`build/bootstrap base-image`) that the
+    local cluster imports into docker as debian:bookworm-slim."""
+    path = cache_dir() / "images" / "debian-bookworm-slim.tar"
+    if not path.is_file():
+        raise ToolchainMissing(f"{path} is missing: run build/bootstrap base-image")
+    return path
+
+
+def docker_data_root() -> Path:
+    """The data root of the local cluster's dockerd: images and build cache outlive a run."""
+    return cache_dir() / "docker"
 
 
 def kubeconform_schemas_dir() -> Path:
