@@ -6,7 +6,8 @@
 # debian:bookworm-slim is the only base: Debian's Java 17, Python 3.11, tini and procps; Spark
 # is the pinned pyspark wheel (SPARK_HOME is its package folder, the very Spark 4.2.0 the tests
 # run), installed with carstream and its pinned dependencies into a virtualenv; the Java
-# artifacts the wheel lacks come from Maven Central through build/pom.xml; the Kubernetes
+# artifacts the wheel lacks (and the Kafka broker of the chart's standalone mode, in
+# /opt/carstream/jars/kafka-broker) come from Maven Central through build/pom.xml; the Kubernetes
 # entry point (build/image/entrypoint.sh) is our own.
 #
 # Build argument:
@@ -53,6 +54,11 @@ RUN --mount=type=secret,id=extra-ca --mount=type=cache,target=/root/.m2 \
         with-extra-ca mvn -q -B -f /build/pom.xml -P "$group" -Djars.dir=/jars \
             dependency:copy-dependencies || exit 1; \
     done
+# The Kafka broker of the chart's standalone mode (`carstream broker`), in a folder of its own:
+# its jars must not meet Spark's on one classpath.
+RUN --mount=type=secret,id=extra-ca --mount=type=cache,target=/root/.m2 \
+    with-extra-ca mvn -q -B -f /build/pom.xml -P kafka-broker -Djars.dir=/broker-jars \
+        dependency:copy-dependencies
 
 # --- python: carstream and its pinned dependencies in /opt/venv ---------------------------
 FROM runtime AS python
@@ -89,12 +95,14 @@ RUN groupadd --system --gid "${SPARK_UID}" spark \
 ENV SPARK_HOME=/opt/venv/lib/python3.11/site-packages/pyspark
 COPY --from=python /opt/venv /opt/venv
 COPY --from=jars /jars/ ${SPARK_HOME}/jars/
+COPY --from=jars /broker-jars/ /opt/carstream/jars/kafka-broker/
 COPY build/image/entrypoint.sh /opt/entrypoint.sh
 COPY jobs/carstream/__main__.py /opt/carstream/main.py
 ARG JAR_GROUPS="spark-kafka spark-s3"
 RUN /opt/venv/bin/python /opt/carstream/main.py --help >/dev/null \
     && /opt/venv/bin/python -c "import carstream.cli, carstream_operator, pyspark" \
     && test -x "${SPARK_HOME}/bin/spark-submit" \
+    && test -n "$(find /opt/carstream/jars/kafka-broker -name 'kafka_2.13-*.jar')" \
     && java -XX:-UsePerfData -version \
     && for group in $JAR_GROUPS; do \
         case "$group" in \
