@@ -12,6 +12,7 @@ spark-operator's job namespaces, and `helm install` into the real API server.
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,9 @@ def spark_operator_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def umbrella_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The umbrella's own templates: the NetworkPolicy of spark-operator's pods."""
+    """The umbrella's own templates: the NetworkPolicy of spark-operator's pods, and the Role
+    (with its binding) that lets spark-submit in spark-operator's controller create the
+    drivers' NetworkPolicies."""
     return [
         obj
         for obj in objects
@@ -146,13 +149,16 @@ def test_the_umbrella_renders_the_core_chart_with_its_values_and_spark_operator(
     objects = helm.render_stack(stack, STACK_VALUES_FILES[profile])
     core = helm.render([CHART / f"values-{profile}.yaml"])
     operator = spark_operator_objects(objects)
-    (policy,) = umbrella_objects(objects)
-    assert policy["kind"] == "NetworkPolicy"
+    own = umbrella_objects(objects)
+    assert sorted(obj["kind"] for obj in own) == ["NetworkPolicy", "Role", "RoleBinding"]
+    (policy,) = by_kind(own, "NetworkPolicy")
     assert (
         policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "spark-operator"
     )
-    rest = [obj for obj in objects if obj not in operator and obj is not policy]
-    assert sorted(rest, key=repr) == sorted(core, key=repr)
+    rest = [obj for obj in objects if obj not in operator and obj not in own]
+    assert sorted(map(_without_passwords, rest), key=repr) == sorted(
+        map(_without_passwords, core), key=repr
+    )
     kinds = {obj["kind"] for obj in operator}
     assert {"Deployment", "ServiceAccount", "ClusterRole", "Role", "Service"} <= kinds
     assert {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"} <= kinds
@@ -165,6 +171,14 @@ def test_the_umbrella_renders_the_core_chart_with_its_values_and_spark_operator(
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     # The core chart keeps the Spark ServiceAccount and Role; spark-operator makes none.
     assert not [a for a in by_kind(operator, "ServiceAccount") if a["metadata"]["name"] == "spark"]
+
+
+def _without_passwords(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object with its Secret values left out: the standalone Kafka's passwords are random
+    in every render."""
+    if obj["kind"] != "Secret":
+        return obj
+    return {**obj, "data": sorted(obj.get("data") or {})}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -270,3 +284,43 @@ def test_helm_install_of_the_umbrella_into_the_api_server(
     finally:
         # Its ClusterRoles and webhook configurations outlive the namespace otherwise.
         helm.helm("uninstall", release, "--namespace", namespace, env=plane.env(), check=False)
+
+
+@pytest.mark.parametrize(
+    ("release", "set_values"),
+    [
+        ("carstream", ()),
+        ("spark-operator", ()),  # spark-operator's chart drops the repeated name
+        ("carstream", ("spark-operator.fullnameOverride=sparkop",)),
+        ("carstream", ("spark-operator.controller.serviceAccount.name=submitter",)),
+    ],
+)
+def test_spark_submit_in_the_controller_may_create_the_drivers_network_policies(
+    stack: Path, release: str, set_values: tuple[str, ...]
+) -> None:
+    """Spark 4 applies a NetworkPolicy with every driver; spark-submit runs as spark-operator's
+    controller, which spark-operator's chart does not allow that: the umbrella does."""
+    without = [f"{name}.enabled=false" for name in helm.OFFLINE_STACK_WITHOUT]
+    text = helm.helm(
+        "template", release, stack, "--namespace", helm.NAMESPACE,
+        *helm.value_args([STACK_CHART / "values-local.yaml"], [*without, *set_values]),
+    ).stdout  # fmt: skip
+    objects = helm.documents(text)
+    controller = next(
+        d
+        for d in by_kind(spark_operator_objects(objects), "Deployment")
+        if d["metadata"]["name"].endswith("controller")
+    )
+    account = controller["spec"]["template"]["spec"]["serviceAccountName"]
+    (role,) = [o for o in by_kind(objects, "Role") if "networkpolicies" in json.dumps(o)]
+    (binding,) = [
+        b
+        for b in by_kind(objects, "RoleBinding")
+        if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": helm.NAMESPACE}
+    ]
+    (rule,) = role["rules"]
+    assert rule["resources"] == ["networkpolicies"]
+    assert {"create", "patch", "get", "delete"} <= set(rule["verbs"])
