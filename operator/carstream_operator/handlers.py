@@ -96,9 +96,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.cleanup()
-async def close(memo: kopf.Memo, **_: Any) -> None:
-    if "runtime" in memo:
-        _runtime(memo).api.close()
+async def close(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    if "runtime" not in memo:
+        return
+    runtime = _runtime(memo)
+    try:
+        released = await runtime.api.release_finalizers(runtime.settings.namespaces)
+    except Exception as error:  # the API server may be gone too: stopping goes on
+        logger.warning(f"could not release the finalizers: {error}")
+    else:
+        logger.info(f"released the finalizers of {released} objects")
+    runtime.api.close()
 
 
 @kopf.on.probe(id="reconcileLoops")

@@ -129,6 +129,63 @@ class KubeApi:
         )
         return patched
 
+    # -- finalizers ------------------------------------------------------------------------
+
+    async def release_finalizers(self, namespaces: tuple[str, ...]) -> int:
+        """Removes the operator's finalizer from every Pipeline and PipelineStage in
+        `namespaces` (all namespaces when empty); returns how many objects it released.
+
+        kopf puts a finalizer on every object a daemon runs for, and removes it only while it
+        runs: an object deleted while no operator runs would wait forever (with `helm
+        uninstall`, the operator's Deployment goes at the same time as the Pipeline). The
+        operator needs no clean-up of its own on deletion (owner references make the API
+        server's garbage collector delete stages, applications and pods), so it releases its
+        finalizers when it stops, and kopf puts them back when it starts again."""
+        released = 0
+        for plural in (r.PIPELINE_PLURAL, r.STAGE_PLURAL):
+            for obj in await self._list_everywhere(plural, namespaces):
+                metadata = obj["metadata"]
+                finalizers = list(metadata.get("finalizers") or ())
+                if r.FINALIZER not in finalizers:
+                    continue
+                remaining = [finalizer for finalizer in finalizers if finalizer != r.FINALIZER]
+                patch = {
+                    "metadata": {
+                        "finalizers": remaining,
+                        # Someone else changing the list meanwhile: their change wins (409).
+                        "resourceVersion": metadata["resourceVersion"],
+                    }
+                }
+                try:
+                    await self._call(
+                        self._custom.patch_namespaced_custom_object,
+                        r.GROUP,
+                        r.VERSION,
+                        metadata["namespace"],
+                        plural,
+                        metadata["name"],
+                        patch,
+                        field_manager=r.MANAGER_NAME,
+                    )
+                except ApiException as error:
+                    if error.status not in (404, 409):
+                        raise
+                    continue
+                released += 1
+        return released
+
+    async def _list_everywhere(self, plural: str, namespaces: tuple[str, ...]) -> list[Obj]:
+        if namespaces:
+            found: list[Obj] = []
+            for namespace in namespaces:
+                found += await self._list(r.GROUP, r.VERSION, plural, namespace, "")
+            return found
+        result: Obj = await self._call(
+            self._custom.list_cluster_custom_object, r.GROUP, r.VERSION, plural
+        )
+        items: list[Obj] = result.get("items") or []
+        return items
+
     # -- Pipelines -------------------------------------------------------------------------
 
     async def get_pipeline(self, namespace: str, name: str) -> Obj | None:

@@ -405,6 +405,34 @@ def test_deleting_a_pipeline_leaves_no_orphans(
     assert sorted(spark_operator.log.added_names()) == sorted([dims, detect])
 
 
+def test_a_stopped_operator_leaves_no_finalizer_so_uninstalling_never_hangs(
+    spark_operator: SparkOperatorStandIn, operator_process: OperatorProcess
+) -> None:
+    """`helm uninstall` deletes the operator and the Pipeline at once: with kopf's finalizers
+    left behind, the Pipeline, its stages and their pods would stay forever."""
+    spark_operator.create_pipeline("leaving", pipeline_spec(stages=[{"name": "dims"}]))
+    run_and_wait(spark_operator, "leaving-dims")
+
+    def finalizers() -> dict[str, list[str]]:
+        pipeline = spark_operator.get_pipeline("leaving")
+        objects = [*([pipeline] if pipeline else []), *spark_operator.stages()]
+        return {o["metadata"]["name"]: o["metadata"].get("finalizers") or [] for o in objects}
+
+    wait_for(
+        lambda: all(r.FINALIZER in found for found in finalizers().values()),
+        "kopf's finalizers on the pipeline and its stage",
+    )
+    operator_process.stop()
+    assert finalizers() == {"leaving": [], "leaving-dims": []}
+    assert "released the finalizers of 2 objects" in operator_process.log()
+
+    spark_operator.delete_pipeline("leaving")
+    wait_for(lambda: spark_operator.get_pipeline("leaving") is None, "the pipeline to be gone")
+
+    operator_process.start()  # kopf puts its finalizer back on what is left
+    wait_for(lambda: r.FINALIZER in finalizers()["leaving-dims"], "the finalizer back")
+
+
 def test_an_application_created_just_before_a_crash_is_adopted(
     kube_control_plane: ControlPlane,
     spark_operator: SparkOperatorStandIn,
