@@ -27,6 +27,8 @@ VALUES_FILES: Mapping[str, tuple[Path, ...]] = {
     # Kafka without Strimzi (kafka.mode standalone), on kind.
     "kind-standalone": (CHART / "values-kind.yaml", STANDALONE_VALUES),
 }
+# The profiles whose Kafka is the chart's own broker (kafka.mode standalone), not Strimzi's.
+STANDALONE_PROFILES = frozenset({"kind-standalone", "local"})
 STACK_VALUES_FILES: Mapping[str, tuple[Path, ...]] = {
     "default": (),
     "kind": (STACK_CHART / "values-kind.yaml",),

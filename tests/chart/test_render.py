@@ -31,7 +31,7 @@ def test_template_renders_the_whole_deployment(profile: str) -> None:
     kinds = {obj["kind"] for obj in objects}
     kafka = (
         {"StatefulSet", "Service", "Job", "Secret", "ConfigMap"}
-        if profile.endswith("standalone")
+        if profile in helm.STANDALONE_PROFILES
         else {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}
     )
     assert kafka <= kinds
