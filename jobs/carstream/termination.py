@@ -19,7 +19,8 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+
+from confluent_kafka import KafkaError
 
 from carstream.config import ENV_PREFIX
 
@@ -92,8 +93,12 @@ class _KafkaError:
 
 
 def classify(error: BaseException, *, kafka_user: str | None = None) -> Termination:
-    """The reason and message of the failure `error` (and the exceptions it was raised from)."""
-    reason, message = _reason_and_message(error, kafka_user)
+    """The reason and message of the failure `error` (and the exceptions it was raised from).
+    Never raises: a stage must end with its own error, not with one of its description."""
+    try:
+        reason, message = _reason_and_message(error, kafka_user)
+    except Exception as failure:  # e.g. a Py4J call on a JVM that is gone
+        reason, message = STAGE_ERROR, f"{type(error).__name__} ({failure!r} describing it)"
     return Termination(reason, one_line(message))
 
 
@@ -171,17 +176,13 @@ def _kafka_errors(error: BaseException) -> Iterator[_KafkaError]:
     """The Kafka errors an exception carries: a confluent-kafka KafkaError in its arguments,
     or Java Kafka exceptions (and librdkafka error texts) in its text."""
     for argument in error.args:
-        if _looks_like_kafka_error(argument):
-            yield _KafkaError(str(argument.name()), str(argument.str()))
+        if isinstance(argument, KafkaError):
+            yield _KafkaError(argument.name(), argument.str())
     text = str(error)
     for match in _KAFKA_ERROR_TEXT.finditer(text):
         yield _KafkaError(match.group(1), match.group(2))
     for match in _JAVA_KAFKA_ERROR.finditer(text):
         yield _KafkaError(match.group(1), (match.group(2) or "").strip())
-
-
-def _looks_like_kafka_error(value: Any) -> bool:
-    return all(callable(getattr(value, method, None)) for method in ("name", "str", "code"))
 
 
 def _is_authentication(error: _KafkaError) -> bool:

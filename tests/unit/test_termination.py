@@ -245,3 +245,13 @@ def test_an_unforeseen_failure_is_written_and_raised_again(
     with pytest.raises(ZeroDivisionError):
         handler(argparse.Namespace())
     assert termination_log.read_text() == "StageError: ZeroDivisionError: division by zero"
+
+
+def test_an_error_that_cannot_be_described_is_still_a_stage_error() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("the JVM is gone")
+
+    assert classify(Unprintable()) == Termination(
+        "StageError", "Unprintable (RuntimeError('the JVM is gone') describing it)"
+    )
