@@ -113,6 +113,14 @@ def stage_arguments(spec: StageSpec, settings: Settings) -> list[str]:
 # (spark.kubernetes.{driver,executor}.podTemplateContainerName).
 DRIVER_CONTAINER = "spark-kubernetes-driver"
 EXECUTOR_CONTAINER = "spark-kubernetes-executor"
+# Why a driver failed, for the stage's status (driver_failure): a failing `carstream stage`
+# writes `Reason: message` to the container's termination message file (the default path,
+# /dev/termination-log). FallbackToLogsOnError rather than the default File: a message the stage
+# wrote always wins, and when there is none because the driver failed before carstream's code
+# could write it (spark-submit's JVM, the image, an import error, a kill), Kubernetes puts the
+# end of the driver's log there instead, so the stage shows its last line rather than only
+# spark-operator's exit code.
+DRIVER_TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 # What Pod Security "restricted" asks of every container.
 CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
     "allowPrivilegeEscalation": False,
@@ -161,6 +169,8 @@ def pod_template(spec: StageSpec, role: str, settings: Settings) -> dict[str, An
     }
     if env := kafka_env(spec):
         container["env"] = env
+    if role == "driver":
+        container["terminationMessagePolicy"] = DRIVER_TERMINATION_MESSAGE_POLICY
     return {"spec": {"securityContext": pod_security_context(settings), "containers": [container]}}
 
 

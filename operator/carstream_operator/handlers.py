@@ -12,6 +12,7 @@ creates a second one and never loses a restart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ import kopf
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from carstream_operator import builders, metrics
+from carstream_operator import builders, driver_failure, metrics
 from carstream_operator import resources as r
 from carstream_operator import stage_decisions as sd
 from carstream_operator.kube_api import KubeApi, Obj, load_client_config, owned_by
@@ -346,6 +347,7 @@ async def reconcile_stage(
     status = StageStatus.from_dict(stage.get("status"))
     worker.ready = status.ready
     applications = await _applications(runtime, namespace, name, metadata["uid"], status)
+    applications = await _with_driver_messages(runtime, namespace, status, applications)
     worker.applications = {app.name: (app.state, app.deleting) for app in applications}
     dependencies = None
     if sd.dependencies_needed(spec, status):
@@ -432,6 +434,24 @@ async def _applications(
         for app in await runtime.api.list_applications(namespace, stage)
         if owned_by(app, stage_uid)
     )
+
+
+async def _with_driver_messages(
+    runtime: Runtime,
+    namespace: str,
+    status: StageStatus,
+    applications: tuple[ApplicationView, ...],
+) -> tuple[ApplicationView, ...]:
+    """The applications, with the termination message of the driver of each one whose failure
+    the decision is about to record (its pod is read once: the failure is then recorded)."""
+    result = []
+    for app in applications:
+        if sd.driver_message_needed(status, app):
+            pod = await runtime.api.get_pod(namespace, app.driver_pod)
+            message = driver_failure.termination_message(pod) if pod is not None else ""
+            app = dataclasses.replace(app, driver_message=message)
+        result.append(app)
+    return tuple(result)
 
 
 def _count(namespace: str, spec: StageSpec, outcomes: tuple[str, ...], phase: str) -> None:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import kubernetes
-from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from carstream_operator import resources as r
 
 T = TypeVar("T")
 Obj = dict[str, Any]
+LOG = logging.getLogger(__name__)
 
 
 def load_client_config() -> kubernetes.client.Configuration:
@@ -39,7 +41,9 @@ def owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
 
 class KubeApi:
     def __init__(self, client: ApiClient, *, threads: int, request_timeout: float) -> None:
+        self._client = client
         self._custom = CustomObjectsApi(client)
+        self._core = CoreV1Api(client)
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="kube-api")
         self._timeout = request_timeout
 
@@ -238,3 +242,21 @@ class KubeApi:
 
     async def delete_application(self, namespace: str, name: str) -> None:
         await self._delete(r.SPARK_GROUP, r.SPARK_VERSION, r.SPARK_PLURAL, namespace, name)
+
+    # -- Pods ------------------------------------------------------------------------------
+
+    async def get_pod(self, namespace: str, name: str) -> Obj | None:
+        """A pod as a plain dict (the API's field names), or None if it is gone or may not be
+        read: a driver's termination message is worth a look, never a failed reconcile (an
+        operator whose Role lacks `get` on pods still restarts the stage)."""
+        try:
+            pod = await self._call(self._core.read_namespaced_pod, name, namespace)
+        except ApiException as error:
+            if error.status == 403:
+                LOG.warning(f"may not read pod {namespace}/{name}: {error.reason}")
+                return None
+            if error.status == 404:
+                return None
+            raise
+        obj: Obj = self._client.sanitize_for_serialization(pod)
+        return obj

@@ -374,12 +374,18 @@ class ApplicationView:
     error_message: str
     created: datetime | None
     deleting: bool
+    # The driver pod, as spark-operator records it (status.driverInfo.podName).
+    driver_pod: str = ""
+    # The termination message of the driver container (driver_failure), when the handler read
+    # it: only for a failed application whose failure the stage has not recorded yet.
+    driver_message: str = ""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ApplicationView:
         metadata = obj.get("metadata") or {}
         annotations = metadata.get("annotations") or {}
-        app_state = (obj.get("status") or {}).get("applicationState") or {}
+        status = obj.get("status") or {}
+        app_state = status.get("applicationState") or {}
         return cls(
             name=metadata["name"],
             run=_int(annotations.get(r.ANNOTATION_RUN)),
@@ -389,6 +395,7 @@ class ApplicationView:
             error_message=app_state.get("errorMessage", ""),
             created=parse_time(metadata.get("creationTimestamp")),
             deleting=bool(metadata.get("deletionTimestamp")),
+            driver_pod=str((status.get("driverInfo") or {}).get("podName") or ""),
         )
 
 

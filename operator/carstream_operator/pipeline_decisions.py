@@ -16,6 +16,8 @@ from carstream_operator.model import Condition, StageSpec, updated_conditions
 PIPELINE_PHASES = ("Pending", "Progressing", "Running", "Succeeded", "Suspended", "Failed")
 SETTLED_STAGE_PHASES = frozenset({sd.RUNNING, sd.SUCCEEDED, sd.SCHEDULED})
 PROGRESSING_STAGE_PHASES = frozenset({sd.PENDING, sd.STARTING, sd.STOPPING, sd.BACKING_OFF})
+# How much of a failing stage's message the Pipeline's Degraded condition repeats.
+MAX_STAGE_MESSAGE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def summarize(
                 "name": item["name"],
                 "phase": status.get("phase") or sd.PENDING,
                 "reason": status.get("reason") or "",
+                "message": status.get("message") or "",
                 "restarts": int(status.get("restarts") or 0),
                 "application": status.get("application") or "",
                 "degraded": _condition_true(status, "Degraded"),
@@ -87,7 +90,7 @@ def summarize(
     phases = [row["phase"] for row in rows]
     phase = _pipeline_phase(phases)
     settled = sum(1 for p in phases if p in SETTLED_STAGE_PHASES)
-    failing = [row["name"] for row in rows if row["phase"] in sd.WARNING_PHASES or row["degraded"]]
+    failing = [_why(row) for row in rows if row["phase"] in sd.WARNING_PHASES or row["degraded"]]
     moving = [row["name"] for row in rows if row["phase"] in PROGRESSING_STAGE_PHASES]
     wanted = [
         (
@@ -122,6 +125,15 @@ def summarize(
         "observedGeneration": generation,
         "conditions": [condition.to_dict() for condition in conditions],
     }
+
+
+def _why(row: Mapping[str, Any]) -> str:
+    """A failing stage and why: `enrich (KafkaAuthenticationFailed: cars-enrich-2 FAILED: ...)`."""
+    message = row["message"]
+    if len(message) > MAX_STAGE_MESSAGE_CHARS:
+        message = message[: MAX_STAGE_MESSAGE_CHARS - 3] + "..."
+    why = ": ".join(part for part in (row["reason"], message) if part)
+    return f"{row['name']} ({why})" if why else row["name"]
 
 
 def _pipeline_phase(phases: Sequence[str]) -> str:

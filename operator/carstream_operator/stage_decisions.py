@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
+from carstream_operator import driver_failure
 from carstream_operator import resources as r
 from carstream_operator.model import (
     SPARK_COMPLETED,
@@ -118,6 +119,27 @@ class StagePlan:
 def dependencies_needed(spec: StageSpec, status: StageStatus) -> bool:
     """Whether `decide_stage` needs the readiness of the stage's dependencies."""
     return bool(spec.depends_on) and not spec.suspend and not _started(status)
+
+
+def driver_message_needed(status: StageStatus, app: ApplicationView) -> bool:
+    """Whether `decide_stage` needs the termination message of `app`'s driver (the handler
+    reads the driver pod): the application failed and the stage has not recorded it yet."""
+    failed = app.state in SPARK_FAILED_STATES and bool(app.driver_pod) and not app.deleting
+    unrecorded = app.run > status.run or (app.run == status.run and status.phase in LIVE_PHASES)
+    return failed and unrecorded
+
+
+def application_failure(app: ApplicationView) -> tuple[str, str]:
+    """The reason and message of a failed application. The driver's own reason when its
+    termination message gives one (e.g. KafkaAuthenticationFailed); else SubmissionFailed or
+    ApplicationFailed with spark-operator's error and the last line the driver logged."""
+    driver = driver_failure.parse(app.driver_message)
+    if driver is not None:
+        return driver.reason, f"{app.name} {app.state}: {driver.message}"
+    reason = "SubmissionFailed" if app.state == "SUBMISSION_FAILED" else "ApplicationFailed"
+    details = [app.error_message, driver_failure.last_line(app.driver_message)]
+    detail = "; ".join(item for item in details if item)
+    return reason, f"{app.name} {app.state}: {detail}" if detail else f"{app.name} {app.state}"
 
 
 def next_tick(schedule: str, after: datetime) -> datetime:
@@ -403,9 +425,7 @@ class _Decision:
         if app.state == SPARK_COMPLETED:
             self._run_over(success=True, reason="Completed", message=f"{app.name} completed")
         elif app.state in SPARK_FAILED_STATES:
-            detail = f": {app.error_message}" if app.error_message else ""
-            failed = "SubmissionFailed" if app.state == "SUBMISSION_FAILED" else "ApplicationFailed"
-            self._failed(failed, f"{app.name} {app.state}{detail}")
+            self._failed(*application_failure(app))
         elif app.state in SPARK_RUNNING_STATES:
             self._running(app)
         else:
@@ -551,7 +571,8 @@ class _Decision:
         )
         if restarts >= policy.max_restarts:
             self.outcomes.append(GAVE_UP)
-            message = f"{message}; gave up after {restarts} restarts"
+            # The reason of the last failure stays readable behind GaveUp.
+            message = f"{reason}: {message}; gave up after {restarts} restarts"
             self.status = status
             if self.spec.schedule:
                 self._run_over(success=False, reason="RunFailed", message=message)

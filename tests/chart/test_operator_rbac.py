@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client import CoreV1Api, CustomObjectsApi
 
 from tests.chart import helm
 from tests.chart.helm import CHART, VALUES_FILES
 from tests.fixtures.kube import ControlPlane
+from tests.operator.driver_pods import create_failed_driver_pod, mark_failed
 
 OPERATOR_ACCOUNT = "carstream-operator"
 STAGES = ["dims", "generate", "enrich", "detect", "count"]
@@ -192,6 +194,20 @@ def test_operator_reconciles_the_pipeline_with_its_service_account_only(
             "key": "password",
         }
 
+    # Play spark-operator and the kubelet: enrich's driver failed and said why; the operator
+    # reads the driver pod with its own token and shows the reason.
+    enrich = applications()["enrich"]["metadata"]["name"]
+    core, custom = CoreV1Api(plane.api_client()), CustomObjectsApi(plane.api_client())
+    pod = create_failed_driver_pod(core, namespace, enrich, "KafkaAuthenticationFailed: refused")
+    mark_failed(custom, namespace, enrich, pod)
+
+    def enrich_reason() -> str:
+        stage = get_json(plane, "pipelinestage", "carstream-enrich", "-n", namespace)
+        reason: str = (stage.get("status") or {}).get("reason", "")
+        return reason if reason == "KafkaAuthenticationFailed" else ""
+
+    wait_for(enrich_reason, "the enrich stage's reason from its driver pod", operator_log)
+
     log = operator_log.read_text()
     # Not one call refused: with named namespaces kopf makes no cluster-wide call either.
     refusals = [line for line in log.splitlines() if "forbidden" in line.lower() or " 403" in line]
@@ -210,6 +226,11 @@ OPERATOR_RIGHTS = [
     (("create", "pipelines"), "no"),
     (("update", "sparkapplications"), "no"),
     (("get", "secrets"), "no"),
+    (("get", "pods"), "yes"),
+    (("list", "pods"), "no"),
+    (("watch", "pods"), "no"),
+    (("get", "pods", "--subresource=log"), "no"),
+    (("get", "pods", "--namespace=default"), "no"),
     (("create", "pods"), "no"),
     (("create", "deployments"), "no"),
     (("create", "roles"), "no"),

@@ -8,17 +8,14 @@ Spark's Kafka source and sink (the Java client) for a stage run as its own user.
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 from pyspark.sql import SparkSession
@@ -32,7 +29,6 @@ from carstream.config import (
     StreamSettings,
     Topics,
 )
-from carstream.kafka_access import AccessPlan, parse_plan
 from carstream.kafka_admin import client_config
 from carstream.kafka_setup import login_outcome, principal_filter
 from carstream.stages import dims, enrich, generate
@@ -44,99 +40,17 @@ from tests.fixtures.kafka import (
     end_offsets,
     produce,
     produce_outcome,
-    scram_login,
 )
-from tests.integration.processes import run_carstream
+from tests.integration.kafka_users import Setup, apply_chart_plan
 
 TOPICS = Topics()  # the chart's default topic names are the pipeline's defaults
 GROUP_PREFIX = "spark-kafka-source-"
 
 
-@dataclass
-class Setup:
-    """The chart's plan, the users' passwords, and how to run `carstream kafka-setup`."""
-
-    broker: EmbeddedBroker
-    document: dict[str, Any]
-    plan: AccessPlan
-    folder: Path
-    first_output: str = ""
-
-    @property
-    def passwords(self) -> Path:
-        return self.folder / "passwords"
-
-    def password(self, user: str) -> str:
-        return (self.passwords / user).read_text()
-
-    def login(self, role: str, password: str | None = None) -> KafkaSettings:
-        user = f"carstream-{role}"
-        return scram_login(self.broker, user, password or self.password(user))
-
-    def run(
-        self,
-        document: dict[str, Any] | None = None,
-        *,
-        plan_file: Path | None = None,
-        admin_password: str | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        """`carstream kafka-setup` of `document` (default: the chart's plan), as the admin."""
-        if plan_file is None:
-            plan_file = self.folder / f"plan-{uuid.uuid4().hex[:6]}.yaml"
-            plan_file.write_text(yaml.safe_dump(document or self.document))
-        assert self.broker.security is not None
-        env = {
-            "CARSTREAM_KAFKA_USERNAME": ADMIN_USER,
-            "CARSTREAM_KAFKA_PASSWORD": admin_password or self.broker.security.admin_password,
-        }
-        return run_carstream(
-            [
-                "kafka-setup",
-                "--plan",
-                str(plan_file),
-                "--passwords-dir",
-                str(self.passwords),
-                "--bootstrap-servers",
-                self.broker.bootstrap_servers,
-                "--kafka-security-protocol",
-                "SASL_PLAINTEXT",
-                "--kafka-sasl-mechanism",
-                "SCRAM-SHA-512",
-                "--wait",
-                "60",
-            ],
-            env=env,
-        )
-
-
-def chart_plan() -> dict[str, Any]:
-    """The plan ConfigMap of the chart in standalone mode."""
-    objects = helm.render((helm.STANDALONE_VALUES,))
-    (config_map,) = [
-        obj
-        for obj in helm.by_kind(objects, "ConfigMap")
-        if obj["metadata"]["name"] == "carstream-kafka-setup"
-    ]
-    document: dict[str, Any] = yaml.safe_load(config_map["data"]["plan.yaml"])
-    return document
-
-
 @pytest.fixture(scope="module")
-def setup(
-    secured_kafka_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Setup]:
+def setup(secured_kafka_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     """The chart's plan applied once to this module's secured broker."""
-    folder = tmp_path_factory.mktemp("kafka-setup")
-    document = chart_plan()
-    plan = parse_plan(document)
-    (folder / "passwords").mkdir()
-    for user in plan.users:
-        (folder / "passwords" / user.name).write_text(secrets.token_urlsafe(24))
-    applied = Setup(secured_kafka_broker, document, plan, folder)
-    first = applied.run()
-    assert first.returncode == 0, first.stdout + first.stderr
-    applied.first_output = first.stdout
-    yield applied
+    return apply_chart_plan(secured_kafka_broker, tmp_path_factory.mktemp("kafka-setup"))
 
 
 def admin_client(setup: Setup) -> AdminClient:

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from carstream_operator import resources as r
 from tests.fixtures.kube import ControlPlane, free_ports
+from tests.operator.driver_pods import create_failed_driver_pod, mark_failed
 from tests.operator.examples import pipeline
 
 T = TypeVar("T")
@@ -319,6 +320,13 @@ class SparkOperatorStandIn:
             name,
             {"status": {"applicationState": app_state, "driverInfo": {}}},
         )
+
+    def fail_driver(self, name: str, message: str) -> str:
+        """Application `name` failed: its driver pod ended with `message` as its termination
+        message, and spark-operator marked the application FAILED; returns the pod's name."""
+        pod = create_failed_driver_pod(self.core, self.namespace, name, message)
+        mark_failed(self.custom, self.namespace, name, pod)
+        return pod
 
     def delete_application(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(

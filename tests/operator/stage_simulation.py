@@ -44,6 +44,8 @@ class SimulatedStage:
     plans: list[sd.StagePlan] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    # The termination message of each application's driver pod, by application name.
+    driver_messages: dict[str, str] = field(default_factory=dict)
 
     def step(self) -> sd.StagePlan:
         """One reconcile: decide, then apply the plan as the handler would."""
@@ -52,7 +54,7 @@ class SimulatedStage:
             generation=self.generation,
             spec=self.spec,
             status=self.status,
-            applications=tuple(self.applications.values()),
+            applications=tuple(self._with_driver_messages()),
             dependencies=dict(self.dependencies)
             if sd.dependencies_needed(self.spec, self.status)
             else None,
@@ -81,6 +83,16 @@ class SimulatedStage:
         self.plans.append(plan)
         return plan
 
+    def _with_driver_messages(self) -> list[ApplicationView]:
+        """The applications as the handler hands them over: the driver's termination message
+        read only when the decision needs it."""
+        return [
+            dataclasses.replace(app, driver_message=self.driver_messages.get(app.name, ""))
+            if sd.driver_message_needed(self.status, app)
+            else app
+            for app in self.applications.values()
+        ]
+
     def settle(self, steps: int = 5) -> sd.StagePlan:
         """Reconcile until nothing changes (as the watch events would cause)."""
         plan = self.step()
@@ -99,9 +111,15 @@ class SimulatedStage:
         assert len(live) == 1, f"expected one application, found {live}"
         return live[0]
 
-    def set_state(self, state: str, error: str = "") -> None:
+    def set_state(self, state: str, error: str = "", driver_message: str = "") -> None:
+        """What spark-operator records (its driver pod once submitted), and what the driver's
+        container left as its termination message."""
         app = self.current()
-        self.applications[app.name] = dataclasses.replace(app, state=state, error_message=error)
+        pod = "" if state == "SUBMISSION_FAILED" else f"{app.name}-driver"
+        self.applications[app.name] = dataclasses.replace(
+            app, state=state, error_message=error, driver_pod=pod
+        )
+        self.driver_messages[app.name] = driver_message
 
     def vanish(self) -> None:
         del self.applications[self.current().name]

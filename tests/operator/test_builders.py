@@ -123,6 +123,16 @@ def test_a_core_request_below_the_cores_reaches_the_application() -> None:
     assert "coreRequest" not in application(stage("detect"))["spec"]["driver"]
 
 
+def test_the_driver_container_reports_why_it_failed_in_its_termination_message() -> None:
+    for job in ("dims", "generate", "enrich"):
+        spec = application(stage(job))["spec"]
+        (driver,) = spec["driver"]["template"]["spec"]["containers"]
+        assert driver["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert "terminationMessagePath" not in driver, "the default, /dev/termination-log"
+        (executor,) = spec["executor"]["template"]["spec"]["containers"]
+        assert "terminationMessagePolicy" not in executor
+
+
 def test_streaming_stages_get_the_shuffle_partitions_of_their_spark_conf() -> None:
     """spark.sql.shuffle.partitions is a Spark property and a stage flag; the stage sets the
     property from the flag, so the operator passes the sparkConf value on as the flag."""

@@ -108,6 +108,31 @@ def test_summary_phases() -> None:
     assert summary({"dims": "Succeeded", **suspended})["phase"] == "Suspended"
 
 
+def test_the_degraded_condition_says_why_each_failing_stage_fails() -> None:
+    spec = pipeline_spec()
+    stages = existing(spec, {"dims": "Succeeded", "generate": "Running", "count": "Pending"})
+    enrich_status = {
+        "phase": "BackingOff",
+        "reason": "KafkaAuthenticationFailed",
+        "message": "demo-enrich-2 FAILED: Kafka refused the login of user carstream-enrich: "
+        "SaslAuthenticationException: Authentication failed; restart 2 of 5 in 20s",
+    }
+    detect_status = {"phase": "Failed", "reason": "GaveUp", "message": "x" * 400}
+    stages[2] = ExistingStage("enrich", "demo-enrich", stages[2].spec, enrich_status)
+    stages[3] = ExistingStage("detect", "demo-detect", stages[3].spec, detect_status)
+    status = summarize(spec, stages, generation=1, previous=None, now=NOW)
+    assert [(s["name"], s["reason"]) for s in status["stages"][2:4]] == [
+        ("enrich", "KafkaAuthenticationFailed"),
+        ("detect", "GaveUp"),
+    ]
+    (degraded,) = [c for c in status["conditions"] if c["type"] == "Degraded"]
+    assert degraded["reason"] == "StagesFailing"
+    assert degraded["message"] == (
+        f"failing: enrich (KafkaAuthenticationFailed: {enrich_status['message']}), "
+        f"detect (GaveUp: {'x' * 297}...)"
+    )
+
+
 def test_summary_adds_up_restarts() -> None:
     spec = pipeline_spec()
     stages = existing(spec, {"enrich": "Running"})

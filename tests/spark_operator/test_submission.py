@@ -144,6 +144,9 @@ def test_an_enrich_application_reaches_its_driver_pod_without_the_webhook(
     assert container.name == "spark-kubernetes-driver"
     assert container.security_context.allow_privilege_escalation is False
     assert container.security_context.capabilities.drop == ["ALL"]
+    # Where a failing stage says why (carstream.termination), kept by Spark from the template.
+    assert container.termination_message_policy == "FallbackToLogsOnError"
+    assert container.termination_message_path == "/dev/termination-log"
 
     # The stage's own Kafka user: the password as a reference to its Secret, never a value.
     env = {item.name: item for item in container.env}

@@ -4,6 +4,9 @@ Every stage module has `add_arguments(parser)` and `main(args) -> int` (the exit
 typed `run(...)` for in-process callers, and pure DataFrame transforms. The streaming stages
 (enrich, detect, count) also have `start(spark, ...)`, which starts their queries on a given
 session and returns them without blocking.
+
+A stage that fails raises; `carstream stage NAME` (`_handler`) is the one place that turns the
+exception into the container's termination message (carstream.termination) and exit code 1.
 """
 
 from __future__ import annotations
@@ -11,10 +14,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from carstream import termination
+from carstream.config import ENV_PREFIX
+
+EXIT_FAILED = 1
 STAGE_MODULES: dict[str, str] = {
     "dims": "carstream.stages.dims",
     "generate": "carstream.stages.generate",
@@ -50,16 +59,29 @@ def stage_module(name: str) -> ModuleType:
 
 
 def _handler(
-    module: ModuleType, parser: argparse.ArgumentParser
+    name: str, module: ModuleType, parser: argparse.ArgumentParser
 ) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
         try:
             code: int = module.main(args)
         except StageUsageError as error:
             parser.error(str(error))
+        except Exception as error:
+            if not report_failure(name, error).described:
+                raise  # not foreseen: its traceback goes to the log
+            return EXIT_FAILED
         return code
 
     return handle
+
+
+def report_failure(name: str, error: Exception) -> termination.Termination:
+    """A stage ended with `error`: its reason and message go to the container's termination
+    message (what the operator shows on the PipelineStage) and to stderr."""
+    ended = termination.classify(error, kafka_user=os.environ.get(ENV_PREFIX + "KAFKA_USERNAME"))
+    termination.write(ended)
+    print(f"carstream stage {name}: {ended.line()}", file=sys.stderr)
+    return ended
 
 
 def add_cli(commands: Any) -> None:
@@ -85,4 +107,4 @@ def add_cli(commands: Any) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(parser)
-        parser.set_defaults(handler=_handler(module, parser))
+        parser.set_defaults(handler=_handler(name, module, parser))

@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +54,9 @@ PRODUCER_CONFIG: dict[str, str | int | bool] = {
     "delivery.report.only.error": True,
 }
 FLUSH_TIMEOUT_SECONDS = 60.0
+# Between ticks the generator serves the producer's callbacks at least this often, so a refused
+# login stops it within about a second whatever the rate.
+IDLE_POLL_SECONDS = 0.5
 MAX_EVENTS_PER_ROUND = 20_000
 LOG_EVERY_SECONDS = 5.0
 
@@ -73,6 +75,8 @@ class GeneratorReport:
     """Events Kafka did not acknowledge (delivery failed, or still unsent at the flush timeout)."""
     seconds: float
     stopped_by: str
+    first_error: KafkaError | None = None
+    """The first delivery failure."""
 
     @property
     def rate(self) -> float:
@@ -182,16 +186,42 @@ class EventFormatter:
 # Producing
 
 
+# Errors after which sending more cannot help: a wrong password or a missing ACL. librdkafka
+# retries a refused login for ever (it logs _AUTHENTICATION through error_cb and never fails
+# a delivery for it), so the generator would keep producing into its local queue.
+FATAL_KAFKA_ERRORS = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+
+
 class _Failures:
+    """What went wrong in the producer: failed deliveries, and the first fatal error."""
+
     def __init__(self) -> None:
         self.count = 0
         self.first: KafkaError | None = None
+        self.fatal: KafkaError | None = None
 
     def on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self.count += 1
             if self.first is None:
                 self.first = error
+            self._check_fatal(error)
+
+    def on_client_error(self, error: KafkaError) -> None:
+        logger.warning("Kafka client: %s", error)
+        self._check_fatal(error)
+
+    def _check_fatal(self, error: KafkaError) -> None:
+        if self.fatal is None and (error.fatal() or error.code() in FATAL_KAFKA_ERRORS):
+            self.fatal = error
 
 
 def producer_config(kafka: KafkaSettings, failures: _Failures) -> dict[str, Any]:
@@ -200,23 +230,32 @@ def producer_config(kafka: KafkaSettings, failures: _Failures) -> dict[str, Any]
         **PRODUCER_CONFIG,
         "client.id": "carstream-generate",
         "on_delivery": failures.on_delivery,
-        "error_cb": _log_client_error,
+        "error_cb": failures.on_client_error,
     }
 
 
-def _log_client_error(error: KafkaError) -> None:
-    logger.warning("Kafka client: %s", error)
-
-
-def _produce_when_queue_has_room(producer: Producer, topic: str, value: str, key: bytes) -> None:
+def _produce_when_queue_has_room(
+    producer: Producer, failures: _Failures, topic: str, value: str, key: bytes
+) -> None:
     """The producer's local queue is full: serve delivery reports until a message fits."""
     while True:
         producer.poll(0.05)
+        _stop_if_fatal(producer, failures)
         try:
             producer.produce(topic, value, key)
         except BufferError:
             continue
         return
+
+
+def _stop_if_fatal(producer: Producer, failures: _Failures) -> None:
+    """Raises the fatal error, if there was one, dropping what is still queued (it cannot be
+    delivered: waiting for the flush timeout would only delay the failure)."""
+    if failures.fatal is None:
+        return
+    producer.purge()
+    producer.poll(0)
+    raise KafkaException(failures.fatal)
 
 
 def run(
@@ -229,6 +268,8 @@ def run(
     on_progress: Callable[[int, float], None] | None = None,
 ) -> GeneratorReport:
     """Sends events for `car_ids` until the time limit, the event limit or `stop` is set.
+    Raises KafkaException at the first fatal Kafka error (FATAL_KAFKA_ERRORS: a refused login
+    or a missing ACL), within about a second.
 
     Tick k is due k * len(car_ids) / rate seconds after the start; a tick that is late is sent
     at once, so the average rate holds even when the process was briefly descheduled.
@@ -263,7 +304,9 @@ def run(
         due = int(min(elapsed // tick_seconds + 1, last_tick))
         if due <= ticks:
             wake = ticks * tick_seconds if ticks < last_tick else deadline
-            stop.wait(max(0.0, wake - elapsed))
+            stop.wait(min(max(0.0, wake - elapsed), IDLE_POLL_SECONDS))
+            poll(0)
+            _stop_if_fatal(producer, failures)
             continue
         event_time = formatter.timestamp(time.time())
         for _ in range(min(due - ticks, max_ticks_per_round)):
@@ -272,12 +315,13 @@ def run(
                 try:
                     produce(topic, value, key)
                 except BufferError:
-                    _produce_when_queue_has_room(producer, topic, value, key)
+                    _produce_when_queue_has_room(producer, failures, topic, value, key)
             sent += len(events)
             ticks += 1
             if sent >= max_events:
                 break
         poll(0)
+        _stop_if_fatal(producer, failures)
         if on_progress is not None and now >= next_log:
             on_progress(sent, elapsed)
             next_log = now + LOG_EVERY_SECONDS
@@ -290,7 +334,11 @@ def run(
     if unsent:
         logger.error("%d events were still unsent after %.0f s", unsent, FLUSH_TIMEOUT_SECONDS)
     return GeneratorReport(
-        sent=sent, failed=failures.count + unsent, seconds=seconds, stopped_by=stopped_by
+        sent=sent,
+        failed=failures.count + unsent,
+        seconds=seconds,
+        stopped_by=stopped_by,
+        first_error=failures.first,
     )
 
 
@@ -306,14 +354,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Exit 0 once every event sent was delivered. A missing cars dimension, a fatal Kafka
+    error or an undelivered event is raised (`carstream stage` reports it and exits 1)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     kafka, topics = KafkaSettings.from_args(args), Topics.from_args(args)
     storage, settings = StorageSettings.from_args(args), GeneratorSettings.from_args(args)
-    try:
-        car_ids = choose_cars(read_car_ids(storage), settings.num_cars)
-    except CarsMissing as error:
-        print(f"carstream stage generate: {error}", file=sys.stderr)
-        return 1
+    car_ids = choose_cars(read_car_ids(storage), settings.num_cars)
     logger.info(
         "sending %s events/s for %d cars to %s at %s",
         f"{settings.rate:g}",
@@ -325,12 +371,8 @@ def main(args: argparse.Namespace) -> int:
     def log_progress(sent: int, elapsed: float) -> None:
         logger.info("%d events sent in %.0f s (%.0f/s)", sent, elapsed, sent / elapsed)
 
-    try:
-        with stop_requested_on_signals() as signals:
-            report = run(kafka, topics, settings, car_ids, stop=signals, on_progress=log_progress)
-    except KafkaException as error:
-        print(f"carstream stage generate: {error}", file=sys.stderr)
-        return 1
+    with stop_requested_on_signals() as signals:
+        report = run(kafka, topics, settings, car_ids, stop=signals, on_progress=log_progress)
     logger.info(
         "stopped by %s: %d events sent in %.1f s (%.0f/s), %d not delivered",
         report.stopped_by,
@@ -339,4 +381,12 @@ def main(args: argparse.Namespace) -> int:
         report.rate,
         report.failed,
     )
-    return 0 if report.failed == 0 else 1
+    if report.failed:
+        raise KafkaException(
+            report.first_error
+            or KafkaError(
+                KafkaError._MSG_TIMED_OUT,
+                f"{report.failed} events still unsent after {FLUSH_TIMEOUT_SECONDS:.0f} s",
+            )
+        )
+    return 0

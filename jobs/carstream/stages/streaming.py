@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pyspark.errors import PySparkException, StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -117,8 +116,9 @@ def stage_main(
     start: Callable[[SparkSession], list[StreamingQuery]],
 ) -> int:
     """`carstream stage NAME` for a streaming stage: a session, the queries, progress logged
-    one line per micro-batch, until the queries end (exit 0) or fail (1), or Ctrl+C / SIGTERM
-    stops them (130)."""
+    one line per micro-batch, until the queries end (exit 0) or Ctrl+C / SIGTERM stops them
+    (130). A failure (a query's, a missing dimension) is raised: `carstream stage` reports it
+    (carstream.stages.report_failure) and exits 1."""
     configure_logging()
     logger = logging.getLogger(f"carstream.{stage}")
     try:
@@ -135,17 +135,6 @@ def stage_main(
         if not ended:
             logger.info("stopped on request; the checkpoint keeps the position")
             return EXIT_INTERRUPTED
-    except spark_io.DataMissing as error:
-        print(f"carstream stage {stage}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except StreamingQueryException as error:
-        first_line = str(error).strip().splitlines()[0]
-        print(f"carstream stage {stage}: query failed: {first_line}", file=sys.stderr)
-        return EXIT_FAILED
-    except PySparkException as error:
-        first_line = str(error).strip().splitlines()[0]
-        print(f"carstream stage {stage}: the query could not start: {first_line}", file=sys.stderr)
-        return EXIT_FAILED
     finally:
         if not spark_io.under_spark_submit():
             spark.stop()
