@@ -29,7 +29,7 @@ from carstream.config import (
     StreamSettings,
     Topics,
 )
-from carstream.kafka_admin import client_config
+from carstream.kafka_admin import client_config, read_to_end
 from carstream.kafka_setup import login_outcome, principal_filter
 from carstream.stages import dims, enrich, generate
 from carstream.stages.streaming import StreamJob
@@ -95,6 +95,10 @@ def test_each_stage_user_reads_and_writes_its_own_topics(setup: Setup) -> None:
     # The viewer's groups start with its own name (the chart's KafkaUser ACL).
     read = _consume(viewer, TOPICS.enriched, f"carstream-viewer-{uuid.uuid4()}")
     assert [record.value() for record in read] == [b'{"speed": 10, "model": "X"}']
+    # carstream's own reader (what the end-to-end checks read topics with) too.
+    assert [m.value() for m in read_to_end(viewer, TOPICS.enriched)] == [
+        b'{"speed": 10, "model": "X"}'
+    ]
 
 
 def test_a_topic_outside_the_users_acls_is_refused(setup: Setup) -> None:
