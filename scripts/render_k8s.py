@@ -50,6 +50,7 @@ def render_chart(values_file: Path | None) -> list[Obj]:
         "--namespace",
         NAMESPACE,
         "--skip-tests",
+        "--no-hooks",
     ]
     if values_file is not None:
         command += ["--values", str(values_file)]

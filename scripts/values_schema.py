@@ -285,6 +285,7 @@ def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
             "operator",
             "pipeline",
             "test",
+            "uninstall",
         ],
         "properties": {
             "global": {"type": "object"},
@@ -319,12 +320,18 @@ def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
                 {
                     "metricsPort": integer(1024, 65535),
                     "livenessPort": integer(1024, 65535),
+                    "apiServerPorts": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": integer(1, 65535),
+                    },
                     "resources": resources(),
                     "nodeSelector": string_map("node labels of the operator's node"),
                     "tolerations": {"type": "array", "items": {"type": "object"}},
                     "affinity": {"type": "object"},
                 },
-                required=["metricsPort", "livenessPort", "resources"],
+                required=["metricsPort", "livenessPort", "apiServerPorts", "resources"],
             ),
             "pipeline": pipeline,
             "test": obj(
@@ -339,6 +346,13 @@ def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
                     "resources": resources(),
                 },
                 required=["topics", "timeoutSeconds", "resources"],
+            ),
+            "uninstall": obj(
+                {
+                    "timeoutSeconds": integer(0, 3600),
+                    "resources": resources(),
+                },
+                required=["timeoutSeconds", "resources"],
             ),
         },
     }

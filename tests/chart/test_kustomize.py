@@ -25,7 +25,7 @@ def by_key(objects: Iterable[Mapping[str, Any]]) -> dict[Key, Mapping[str, Any]]
 
 
 def chart_as_kustomize_renders_it(values_files: tuple = ()) -> dict[Key, Mapping[str, Any]]:
-    text = helm.template(values_files, extra=["--skip-tests"])
+    text = helm.template(values_files, extra=["--skip-tests", "--no-hooks"])
     objects = []
     for obj in helm.documents(text):
         for labels in (

@@ -362,3 +362,26 @@ def test_values_schema_is_generated_from_the_pipeline_crd() -> None:
         [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_uninstall_deletes_the_pipelines_first_while_the_operator_runs() -> None:
+    """A pre-delete hook: `helm uninstall` would otherwise delete the operator with its
+    Pipeline, whose kopf finalizer would then never go (seen on the real cluster)."""
+    objects = [o for o in render() if o["metadata"]["name"] == "carstream-uninstall"]
+    assert sorted(o["kind"] for o in objects) == [
+        "Job", "NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"
+    ]  # fmt: skip
+    for obj in objects:
+        assert obj["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    (job,) = by_kind(objects, "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "carstream_operator.uninstall"]
+    assert f"--namespace={helm.NAMESPACE}" in container["command"]
+    (role,) = by_kind(objects, "Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["carstream.io"],
+            "resources": ["pipelines", "pipelinestages"],
+            "verbs": ["get", "list", "delete", "patch"],
+        }
+    ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,15 @@ def test_the_umbrella_renders_the_core_chart_with_its_values_and_spark_operator(
     assert not [a for a in by_kind(operator, "ServiceAccount") if a["metadata"]["name"] == "spark"]
 
 
+def node_port_values(prefix: str) -> list[str]:
+    """--set values giving an external listener two node ports no other test took."""
+    bootstrap = random.randrange(30100, 32000, 2)
+    return [
+        f"{prefix}.bootstrapNodePort={bootstrap}",
+        f"{prefix}.brokerNodePorts={{{bootstrap + 1}}}",
+    ]
+
+
 def _without_passwords(obj: dict[str, Any]) -> dict[str, Any]:
     """The object with its Secret values left out: the standalone Kafka's passwords are random
     in every render."""
@@ -267,6 +277,8 @@ def test_helm_install_of_the_umbrella_into_the_api_server(
             [
                 "strimzi-kafka-operator.enabled=false",
                 f"spark-operator.spark.jobNamespaces={{{namespace}}}",
+                # Node ports are cluster-wide: others of this API server may hold the default.
+                *node_port_values("carstream.kafka.externalListener"),
             ],
         ),
         env=plane.env(),
@@ -282,8 +294,12 @@ def test_helm_install_of_the_umbrella_into_the_api_server(
         assert f"deployment.apps/{release}-spark-operator-controller" in deployments.split()
         assert f"deployment.apps/{release}-spark-operator-webhook" in deployments.split()
     finally:
-        # Its ClusterRoles and webhook configurations outlive the namespace otherwise.
-        helm.helm("uninstall", release, "--namespace", namespace, env=plane.env(), check=False)
+        # Its ClusterRoles and webhook configurations outlive the namespace otherwise. No
+        # hooks: this API server runs no pods, so the pre-delete Job would never finish.
+        helm.helm(
+            "uninstall", release, "--namespace", namespace, "--no-hooks",
+            env=plane.env(), check=False,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(

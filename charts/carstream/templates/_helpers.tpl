@@ -263,6 +263,21 @@ data:
   sasl.jaas.config: {{ printf "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"%s\" password=\"%s\";" $name $password | b64enc }}
 {{- end }}
 
+{{/* Egress rules of a pod that talks to the Kubernetes API only: the kubernetes Service's
+port and the API server's own (operator.apiServerPorts), and DNS. */}}
+{{- define "carstream.apiServerEgress" -}}
+- ports:
+    {{- range .Values.operator.apiServerPorts }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+
 {{/* The restricted Pod Security context of every carstream pod. */}}
 {{- define "carstream.podSecurityContext" -}}
 runAsNonRoot: true
