@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from localcluster import cluster, host
@@ -177,6 +181,32 @@ class E2ECluster:
 
     def logs(self, namespace: str, name: str) -> str:
         return self.kubectl("logs", name, f"--namespace={namespace}")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def started_cluster(timings: dict[str, float]) -> Iterator[E2ECluster]:
+    """Records the host, starts the two-node cluster, and ALWAYS brings it down and restores
+    the host on exit, also when `up` itself or the body failed (SIGTERM included); brings a
+    previous run's cluster down first. Adds the phases of `up` to `timings`."""
+    run = RunDir.default()
+    if run.state_file.exists() or run.snapshot_file.exists():
+        leftover = cluster.down(run)
+        assert not leftover, f"a previous run's cluster could not be brought down: {leftover}"
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    handle = E2ECluster(run, host.snapshot(), running_programs())
+    try:
+        phases = cluster.up(run).phases
+        timings.update({f"up: {name}": seconds for name, seconds in phases.items()})
+        timings["up: total"] = sum(phases.values())
+        yield handle
+    finally:
+        problems = handle.down()
+        signal.signal(signal.SIGTERM, previous)
+        assert not problems, "the host was not restored:\n" + "\n".join(problems)
 
 
 def ca_bundle_for_builds() -> Path | None:
