@@ -183,6 +183,10 @@ class ApplicationLog:
         with self.lock:
             return next((at for at, added in self.added if added == name), None)
 
+    def deleted_at(self, name: str) -> float | None:
+        with self.lock:
+            return next((at for at, deleted in self.deleted if deleted == name), None)
+
 
 class SparkOperatorStandIn:
     """Plays spark-operator and the user: creates Pipelines, patches application states."""
