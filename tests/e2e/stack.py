@@ -21,6 +21,7 @@ import yaml
 
 from carstream import toolchain
 from carstream.config import KafkaSettings
+from carstream.kafka_admin import TopicAdmin
 from carstream_operator import resources as r
 from localcluster import images
 from localcluster.kubectl import Kubectl
@@ -229,6 +230,15 @@ class Stack:
             username=user,
             password=self.secret_value(user, "password"),
         )
+
+    def end_offset(self, topic: str) -> int:
+        """Records ever written to `topic` (its partitions' end offsets summed), asked as the
+        chart's read-only viewer."""
+        admin = TopicAdmin(self.kafka("carstream-viewer"))
+        try:
+            return admin.end_offsets([topic])[topic]
+        finally:
+            admin.close()
 
     @property
     def warehouse(self) -> Path:

@@ -21,7 +21,6 @@ import pytest
 from confluent_kafka import KafkaError
 
 from carstream.config import GeneratorSettings, StorageSettings, Topics
-from carstream.kafka_admin import TopicAdmin
 from carstream.stages import generate
 from localcluster.layout import NODES
 from tests.e2e.harness import E2ECluster
@@ -121,19 +120,10 @@ def test_the_stages_start_in_dependency_order(stack: Stack, timings: dict[str, f
     drivers = _pods(stack, "driver")
     assert {p["spec"]["nodeName"] for p in drivers} == {NODES[0].name}, "drivers on the driver node"
 
-    viewer = stack.kafka("carstream-viewer")
     wait_for(
-        lambda: _end_offset(viewer, TOPICS.counts) > 0, STARTING, "the first window on alert-counts"
+        lambda: stack.end_offset(TOPICS.counts) > 0, STARTING, "the first window on alert-counts"
     )
     timings["helm install -> first window on alert-counts"] = time.monotonic() - stack.installed_at
-
-
-def _end_offset(kafka: Any, topic: str) -> int:
-    admin = TopicAdmin(kafka)
-    try:
-        return admin.end_offsets([topic])[topic]
-    finally:
-        admin.close()
 
 
 def test_a_killed_enrich_driver_is_replaced_with_backoff(
@@ -205,7 +195,9 @@ def test_the_counts_equal_an_independent_recomputation(stack: Stack) -> None:
     _wait_for_counts(stack, windows, timeout=600)
     viewer = stack.kafka("carstream-viewer")
     enriched = {e["event_id"] for e in json_values(consume(viewer, TOPICS.enriched))}
-    assert enriched == set(expected.enriched), "every event enriched once, despite the kill"
+    assert enriched == set(expected.enriched), (
+        "every event enriched, none invented, despite the kill"
+    )
 
     count = stack.stage("count")
     driver = stack.driver_pod(count["application"])
@@ -222,8 +214,7 @@ def _set_suspend(stack: Stack, stage: str, suspend: bool) -> None:
 
 
 def test_a_suspended_stage_resumes_from_its_checkpoint(stack: Stack) -> None:
-    viewer = stack.kafka("carstream-viewer")
-    alerts_before = _end_offset(viewer, TOPICS.alerts)
+    alerts_before = stack.end_offset(TOPICS.alerts)
     _set_suspend(stack, "detect", True)
     stack.wait_stage("detect", lambda s: s.get("phase") == "Suspended", 300, "Suspended")
     wait_for(
@@ -242,7 +233,7 @@ def test_a_suspended_stage_resumes_from_its_checkpoint(stack: Stack) -> None:
     stack.wait_stage("detect", lambda s: s.get("phase") == "Running", STARTING, "Running")
     windows, expected = _expected_windows(stack)
     _wait_for_counts(stack, windows, timeout=600)
-    grown = _end_offset(viewer, TOPICS.alerts) - alerts_before
+    grown = stack.end_offset(TOPICS.alerts) - alerts_before
     assert grown < len(expected.alerts), (
         f"alert-data grew by {grown}, as many as all {len(expected.alerts)} alerts: detect "
         "started over instead of resuming from its checkpoint"
