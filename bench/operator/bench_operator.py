@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from kubernetes import watch  # noqa: E402
 from kubernetes.client import CustomObjectsApi  # noqa: E402
 
+from carstream.config import non_negative_float_arg, positive_int_arg  # noqa: E402
 from carstream_operator import resources as r  # noqa: E402
 from tests.fixtures.kube import start_control_plane  # noqa: E402
 from tests.operator.examples import pipeline, pipeline_spec  # noqa: E402
@@ -48,20 +49,6 @@ from tests.operator.harness import OperatorProcess, wait_for  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results.json"
 STAGES = ("dims", "generate", "enrich", "detect", "count")
 NAMESPACE = "bench"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
-    return value
 
 
 @dataclass
@@ -330,11 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="bench_operator.py", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     parser.add_argument(
-        "--pipelines", type=_positive_int, default=100, help="Pipelines to create (default 100)"
+        "--pipelines", type=positive_int_arg, default=100, help="Pipelines to create (default 100)"
     )
     parser.add_argument(
         "--interval",
-        type=_non_negative_float,
+        type=non_negative_float_arg,
         default=1.0,
         help="seconds between two Pipelines, and between two failures (default 1.0)",
     )

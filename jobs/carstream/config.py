@@ -95,6 +95,17 @@ def positive_float_arg(text: str) -> float:
     return value
 
 
+def non_negative_float_arg(text: str) -> float:
+    """argparse type: a number, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
+    return value
+
+
 def _color_family(text: str) -> tuple[str, tuple[str, ...]]:
     name, sep, colors = text.partition("=")
     members = tuple(c.strip() for c in colors.split(",") if c.strip())
