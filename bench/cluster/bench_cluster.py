@@ -53,6 +53,7 @@ from carstream.config import (  # noqa: E402
 from carstream.stages import generate  # noqa: E402
 from tests.e2e.harness import started_cluster  # noqa: E402
 from tests.e2e.stack import (  # noqa: E402
+    CARSTREAM_IMAGE,
     NAMESPACE,
     Stack,
     build_carstream_image,
@@ -121,6 +122,8 @@ def committed(checkpoint: Path, topic: str) -> int:
 
 def first_window(stack: Stack) -> float:
     """Seconds from `helm install` to the first record on alert-counts."""
+    # The broker answers once the stages run (it starts before the operator starts them).
+    stack.wait_stage("count", lambda s: s.get("phase") == "Running", 2 * STARTING, "Running")
     wait_for(
         lambda: stack.end_offset(TOPICS.counts) > 0,
         2 * STARTING,
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {}
     with started_cluster(timings) as cluster, tempfile.TemporaryDirectory() as work:
         timings.update(build_carstream_image(cluster))
-        stack, install_timings = install(cluster, "carstream:0.1.0", Path(work), bench_values(args))
+        stack, install_timings = install(cluster, CARSTREAM_IMAGE, Path(work), bench_values(args))
         timings.update(install_timings)
         try:
             seconds = first_window(stack)
