@@ -100,7 +100,7 @@ def bench_values(args: argparse.Namespace) -> dict[str, Any]:
     return {"carstream": {"pipeline": {"stages": stages}}}
 
 
-# -- Kafka offsets, and the checkpoints' committed offsets ------------------------------------
+# -- what a checkpoint has committed -------------------------------------------------------
 
 
 def committed(checkpoint: Path, topic: str) -> int:
