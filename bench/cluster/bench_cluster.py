@@ -55,13 +55,14 @@ from tests.e2e.harness import started_cluster  # noqa: E402
 from tests.e2e.stack import (  # noqa: E402
     CARSTREAM_IMAGE,
     NAMESPACE,
+    POLL_SECONDS,
     Stack,
     build_carstream_image,
     install,
     local_values,
     uninstall_quietly,
-    wait_for,
 )
+from tests.fixtures.waiting import wait_for  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 TOPICS = Topics()
@@ -126,9 +127,9 @@ def first_window(stack: Stack) -> float:
     stack.wait_stage("count", lambda s: s.get("phase") == "Running", 2 * STARTING, "Running")
     wait_for(
         lambda: stack.end_offset(TOPICS.counts) > 0,
-        2 * STARTING,
         "a first window on alert-counts",
-        every=1,
+        2 * STARTING,
+        interval=1,
     )
     return time.monotonic() - stack.installed_at
 
@@ -143,8 +144,9 @@ def kill_enrich_driver(stack: Stack) -> float:
     before = stack.wait_stage("enrich", lambda s: s.get("phase") == "Running", STARTING, "Running")
     driver = wait_for(
         lambda: _running_driver(stack, before["application"]),
-        STARTING,
         f"the driver of {before['application']} to run",
+        STARTING,
+        POLL_SECONDS,
     )
     killed = time.monotonic()
     stack.kubectl(
@@ -158,7 +160,7 @@ def kill_enrich_driver(stack: Stack) -> float:
             return None
         return _running_driver(stack, application)
 
-    wait_for(replacement, STARTING, "enrich's replacement driver to run", every=0.5)
+    wait_for(replacement, "enrich's replacement driver to run", STARTING, interval=0.5)
     return time.monotonic() - killed
 
 
@@ -186,9 +188,9 @@ def drain(stack: Stack, events: int) -> dict[str, Any]:
     def drained(stage: str, topic: str, target: int) -> float:
         wait_for(
             lambda: committed(checkpoints / stage, topic) >= target,
-            3600,
             f"{stage} to commit every offset of {topic}",
-            every=0.5,
+            3600,
+            interval=0.5,
         )
         return time.monotonic()
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -26,6 +26,7 @@ from carstream_operator import resources as r
 from localcluster import images
 from localcluster.kubectl import Kubectl
 from tests.e2e.harness import E2ECluster, ca_bundle_for_builds
+from tests.fixtures.waiting import wait_for
 
 REPO = toolchain.REPO_ROOT
 NAMESPACE = "carstream"
@@ -38,7 +39,8 @@ RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/warn": "restricted",
 }
-T = TypeVar("T")
+# kubectl is a process per poll: every 2 s is often enough for pods that take seconds.
+POLL_SECONDS = 2.0
 
 
 # The tag the chart's values-local.yaml (and values-kind.yaml) run: the chart's appVersion.
@@ -99,18 +101,6 @@ def assemble_chart(work: Path) -> Path:
         text=True,
     )
     return out / "carstream-stack"
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str, every: float = 2) -> T:
-    """Polls until `condition` returns something other than None or False; returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass
@@ -191,7 +181,7 @@ class Stack:
             return last if condition(last) else None
 
         try:
-            return wait_for(check, timeout, f"stage {stage} to be {what}")
+            return wait_for(check, f"stage {stage} to be {what}", timeout, POLL_SECONDS)
         except AssertionError as error:
             raise AssertionError(f"{error}; its status:\n{json.dumps(last, indent=1)}") from None
 

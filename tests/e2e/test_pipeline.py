@@ -27,14 +27,15 @@ from tests.e2e.harness import E2ECluster
 from tests.e2e.stack import (
     NAMESPACE,
     PIPELINE,
+    POLL_SECONDS,
     RELEASE,
     Stack,
     install,
     local_values,
     uninstall_quietly,
-    wait_for,
 )
 from tests.fixtures.kafka import consume, json_values, produce_outcome
+from tests.fixtures.waiting import wait_for
 from tests.integration.expected import (
     expected_outputs,
     latest_per_key,
@@ -106,7 +107,7 @@ def test_the_stages_start_in_dependency_order(stack: Stack, timings: dict[str, f
         )  # fmt: skip
         return ready if ready == "5/5" else None
 
-    wait_for(ready_stages, 60, "the Pipeline to count 5/5 stages ready")
+    wait_for(ready_stages, "the Pipeline to count 5/5 stages ready", 60, POLL_SECONDS)
 
     # A driver runs before it has asked for its executor: wait for one per streaming stage.
     def three_executors() -> list[dict[str, Any]] | None:
@@ -114,14 +115,17 @@ def test_the_stages_start_in_dependency_order(stack: Stack, timings: dict[str, f
         return pods if len(pods) >= 3 else None
 
     executors = wait_for(
-        three_executors, STARTING, "an executor pod of enrich, detect and count each"
+        three_executors, "an executor pod of enrich, detect and count each", STARTING, POLL_SECONDS
     )
     assert {p["spec"]["nodeName"] for p in executors} == {NODES[1].name}, "on the executor node"
     drivers = _pods(stack, "driver")
     assert {p["spec"]["nodeName"] for p in drivers} == {NODES[0].name}, "drivers on the driver node"
 
     wait_for(
-        lambda: stack.end_offset(TOPICS.counts) > 0, STARTING, "the first window on alert-counts"
+        lambda: stack.end_offset(TOPICS.counts) > 0,
+        "the first window on alert-counts",
+        STARTING,
+        POLL_SECONDS,
     )
     timings["helm install -> first window on alert-counts"] = time.monotonic() - stack.installed_at
 
@@ -178,7 +182,7 @@ def _wait_for_counts(stack: Stack, windows: dict[str, Any], timeout: float) -> N
         return last == windows
 
     try:
-        wait_for(equal, timeout, "alert-counts to equal the recomputation", every=10)
+        wait_for(equal, "alert-counts to equal the recomputation", timeout, interval=10)
     except AssertionError:
         wrong = {k: (last.get(k), v) for k, v in windows.items() if last.get(k) != v}
         extra = sorted(set(last) - set(windows))
@@ -219,8 +223,9 @@ def test_a_suspended_stage_resumes_from_its_checkpoint(stack: Stack) -> None:
     stack.wait_stage("detect", lambda s: s.get("phase") == "Suspended", 300, "Suspended")
     wait_for(
         lambda: not stack.items("sparkapplications", "--selector=carstream.io/stage=detect"),
-        300,
         "detect's SparkApplication to be deleted",
+        300,
+        POLL_SECONDS,
     )
 
     # New events while detect is away: enrich takes them, detect must pick them up later.
@@ -347,6 +352,6 @@ def test_helm_uninstall_leaves_no_carstream_pod(stack: Stack) -> None:
         return not remaining
 
     try:
-        wait_for(gone, 300, "the release's objects and pods to be gone", every=5)
+        wait_for(gone, "the release's objects and pods to be gone", 300, interval=5)
     except AssertionError as error:
         raise AssertionError(f"{error}; left: {remaining}") from None

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from carstream_operator import resources as r
 from tests.fixtures.kube import ControlPlane, free_ports
+from tests.fixtures.waiting import wait_for as wait_for  # the operator tests import it here
 from tests.operator.driver_pods import create_failed_driver_pod, mark_failed
 from tests.operator.examples import pipeline
 
@@ -34,23 +34,6 @@ TEST_SETTINGS = {
     "CARSTREAM_OPERATOR_RESYNC_SECONDS": "3",
 }
 STARTUP_TIMEOUT_SECONDS = 60
-
-
-def wait_for(
-    condition: Callable[[], T | None],
-    what: str,
-    timeout: float = 20.0,
-    interval: float = 0.05,
-) -> T:
-    """Polls `condition` until it returns something truthy; fails naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class OperatorProcess:
