@@ -25,16 +25,21 @@ def _finalized(spark_operator: SparkOperatorStandIn, name: str) -> bool:
     )
 
 
+def _finalized_pipeline(spark_operator: SparkOperatorStandIn, name: str) -> None:
+    """A two-stage Pipeline, once the operator holds its finalizer on it and both stages."""
+    spark_operator.create_pipeline(
+        name, pipeline_spec(stages=[{"name": "dims"}, {"name": "enrich"}])
+    )
+    wait_for(lambda: _finalized(spark_operator, name), "the operator's finalizers")
+
+
 def test_with_the_operator_running_everything_goes(
     spark_operator: SparkOperatorStandIn,
     operator_process: OperatorProcess,
     kubeconfig: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    spark_operator.create_pipeline(
-        "old", pipeline_spec(stages=[{"name": "dims"}, {"name": "enrich"}])
-    )
-    wait_for(lambda: _finalized(spark_operator, "old"), "the operator's finalizers")
+    _finalized_pipeline(spark_operator, "old")
 
     assert uninstall.main(["--namespace", spark_operator.namespace, "--timeout", "60"]) == 0
     assert spark_operator.get_pipeline("old") is None
@@ -50,10 +55,7 @@ def test_without_the_operator_its_finalizer_is_removed_after_the_timeout(
     kubeconfig: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    spark_operator.create_pipeline(
-        "orphan", pipeline_spec(stages=[{"name": "dims"}, {"name": "enrich"}])
-    )
-    wait_for(lambda: _finalized(spark_operator, "orphan"), "the operator's finalizers")
+    _finalized_pipeline(spark_operator, "orphan")
     operator_process.kill()  # SIGKILL: its finalizers stay
 
     assert uninstall.main(["--namespace", spark_operator.namespace, "--timeout", "2"]) == 0
