@@ -153,10 +153,9 @@ class KubeApi:
         for plural in (r.PIPELINE_PLURAL, r.STAGE_PLURAL):
             for obj in await self._list_everywhere(plural, namespaces):
                 metadata = obj["metadata"]
-                finalizers = list(metadata.get("finalizers") or ())
-                if r.FINALIZER not in finalizers:
+                remaining = r.finalizers_without_ours(metadata)
+                if remaining is None:
                     continue
-                remaining = [finalizer for finalizer in finalizers if finalizer != r.FINALIZER]
                 patch = {
                     "metadata": {
                         "finalizers": remaining,

@@ -6,7 +6,8 @@ with spark-operator; nothing here talks to a cluster.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 GROUP: Final = "carstream.io"
 VERSION: Final = "v1alpha1"
@@ -64,6 +65,14 @@ ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 
 FINALIZER: Final = f"{GROUP}/operator"
 KOPF_ANNOTATIONS_PREFIX: Final = f"operator.{GROUP}"
+
+
+def finalizers_without_ours(metadata: Mapping[str, Any]) -> list[str] | None:
+    """An object's finalizers without the operator's, or None when it does not hold one."""
+    finalizers = list(metadata.get("finalizers") or ())
+    if FINALIZER not in finalizers:
+        return None
+    return [finalizer for finalizer in finalizers if finalizer != FINALIZER]
 
 
 def stage_object_name(pipeline: str, stage: str) -> str:

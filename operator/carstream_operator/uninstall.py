@@ -87,7 +87,9 @@ def release_finalizers(api: CustomObjectsApi, namespace: str, names: Sequence[st
             if error.status == 404:
                 continue
             raise
-        finalizers = [f for f in obj["metadata"].get("finalizers") or () if f != r.FINALIZER]
+        finalizers = r.finalizers_without_ours(obj["metadata"])
+        if finalizers is None:
+            continue
         _ignore_missing(
             api.patch_namespaced_custom_object,
             r.GROUP,
@@ -117,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.timeout < 0:
-        build_parser().error("--timeout must be zero or more")
+        parser.error("--timeout must be zero or more")
     api = CustomObjectsApi(kubernetes.client.ApiClient(load_client_config()))
     deleted = delete_all(api, args.namespace)
     print(f"deleting {len(deleted)} objects: {', '.join(deleted) or 'none'}", flush=True)
