@@ -2,4 +2,5 @@ pytest_plugins = [
     "tests.fixtures.spark",
     "tests.fixtures.kafka",
     "tests.fixtures.kube",
+    "tests.fixtures.s3",
 ]

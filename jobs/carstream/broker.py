@@ -124,7 +124,7 @@ def java_executable() -> str:
     return found
 
 
-def _death_signal_setter() -> Any:
+def death_signal_setter() -> Any:
     """A preexec function that asks the kernel to SIGKILL the child when its parent dies."""
     if not sys.platform.startswith("linux"):
         return None
@@ -139,7 +139,7 @@ def _death_signal_setter() -> Any:
     return die_with_parent
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -296,7 +296,7 @@ class EmbeddedBroker:
                 self._launch(java, classpath)
                 self._wait_until_ready()
             except BrokerError as error:
-                port_taken = "Address already in use" in _tail(self.log_file, 200)
+                port_taken = "Address already in use" in log_tail(self.log_file, 200)
                 self._terminate()
                 if attempt < attempts and port_taken:
                     continue  # someone took an auto-picked port meanwhile
@@ -377,7 +377,7 @@ class EmbeddedBroker:
         """Where to read what the broker said: the end of its log, or a pointer to stderr."""
         if self.console_log:
             return "the broker's output is above"
-        return f"end of {self.log_file}:\n{_tail(self.log_file)}"
+        return f"end of {self.log_file}:\n{log_tail(self.log_file)}"
 
     def _launch(self, java: str, classpath: str) -> None:
         command = [
@@ -395,7 +395,7 @@ class EmbeddedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_death_signal_setter(),
+                preexec_fn=death_signal_setter(),
             )
 
     def _wait_until_ready(self) -> None:

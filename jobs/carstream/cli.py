@@ -1,4 +1,4 @@
-"""The `carstream` command: `stage NAME`, `broker`, `kafka-setup`, `run`."""
+"""The `carstream` command: `stage NAME`, `broker`, `kafka-setup`, `run`, `storage`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from carstream import broker_cli, kafka_setup, runner, stages
+from carstream import broker_cli, kafka_setup, runner, stages, storage_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker_cli.add_cli(commands)
     kafka_setup.add_cli(commands)
     runner.add_cli(commands)
+    storage_cli.add_cli(commands)
     _remember_parsers(parser)
     return parser
 

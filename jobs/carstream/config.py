@@ -267,25 +267,119 @@ class Topics:
         return (self.sensors, self.enriched, self.alerts, self.counts, self.dlq)
 
 
+S3_SCHEMES = ("s3a://", "s3://")
+DEFAULT_CREDENTIALS_PROVIDER = "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
+
+
+def is_s3(location: str) -> bool:
+    """True for an s3a:// (or s3://) URL, False for a folder or file:// URL."""
+    return location.startswith(S3_SCHEMES)
+
+
+def _endpoint_url(text: str) -> str:
+    if not re.match(r"^https?://[^/\s]+/?$", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an endpoint URL: use http(s)://host[:port], e.g. "
+            "http://127.0.0.1:7070 or https://s3.eu-west-1.amazonaws.com"
+        )
+    return text.rstrip("/")
+
+
 @dataclass(frozen=True)
-class StorageSettings:
-    warehouse: str = f"{LOCAL_STATE_DIR}/warehouse"
+class S3Settings:
+    """Which S3 service an s3a:// location means: AWS (no endpoint) or an S3-compatible server.
+
+    Credentials are never settings: both Spark (s3a) and boto3 take them from the standard AWS
+    chain (environment, profile, web identity, container, instance).
+    """
+
+    endpoint: str | None = None
+    region: str | None = None
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("S3 (for s3a:// locations)")
+        _add(
+            group,
+            "--s3-endpoint",
+            type=_endpoint_url,
+            help="an S3-compatible server, http(s)://host:port, reached with path-style "
+            "requests (default: AWS S3, or AWS_ENDPOINT_URL_S3 when set). Credentials come "
+            "from the AWS chain: environment, profile, web identity",
+        )
+        _add(
+            group,
+            "--s3-region",
+            help="region the requests are signed for (default: AWS_REGION, else us-east-1 "
+            "with --s3-endpoint, else the bucket's own region)",
+        )
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+    ) -> S3Settings:
+        endpoint = args.s3_endpoint or environ.get("AWS_ENDPOINT_URL_S3") or None
+        region = args.s3_region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+        return cls(endpoint=endpoint, region=region or ("us-east-1" if endpoint else None))
+
+    def hadoop_conf(self) -> dict[str, str]:
+        """s3a's settings (Hadoop configuration keys, without `spark.hadoop.`)."""
+        conf = {"fs.s3a.aws.credentials.provider": DEFAULT_CREDENTIALS_PROVIDER}
+        if self.endpoint:
+            conf["fs.s3a.endpoint"] = self.endpoint
+            # Host names of S3-compatible servers carry no bucket: virtual-host requests fail.
+            conf["fs.s3a.path.style.access"] = "true"
+        if self.region:
+            # Without it s3a signs a non-AWS endpoint for us-east-2, which a strict server
+            # refuses (AuthorizationHeaderMalformed).
+            conf["fs.s3a.endpoint.region"] = self.region
+        return conf
+
+
+def s3_if_used(s3: S3Settings, *locations: str) -> S3Settings | None:
+    """`s3` when one of the locations is on S3 (the session then needs s3a), else None."""
+    return s3 if any(is_s3(location) for location in locations) else None
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    warehouse: str = f"{LOCAL_STATE_DIR}/warehouse"
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser, *, with_s3: bool = True) -> None:
+        """`with_s3=False` when the command has the S3 options already (a streaming stage)."""
         _add(
             parser.add_argument_group("storage"),
             "--warehouse",
             default=StorageSettings.warehouse,
             help="where the dimensions live: a local folder or an s3a:// URL",
         )
+        if with_s3:
+            S3Settings.add_arguments(parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> StorageSettings:
-        return cls(warehouse=args.warehouse)
+        return cls(warehouse=args.warehouse, s3=S3Settings.from_args(args))
 
     def dim_path(self, table: str) -> str:
         return f"{self.warehouse.rstrip('/')}/dims/{table}"
+
+    @property
+    def s3_if_used(self) -> S3Settings | None:
+        return s3_if_used(self.s3, self.warehouse)
+
+
+DEFAULT_CHECKPOINT_ROOT = f"{LOCAL_STATE_DIR}/checkpoints"
+
+
+def add_checkpoint_root(group: Any) -> None:
+    _add(
+        group,
+        "--checkpoint-root",
+        default=DEFAULT_CHECKPOINT_ROOT,
+        help="folder or s3a:// URL under which each stage keeps <root>/<stage>",
+    )
 
 
 @dataclass(frozen=True)
@@ -302,12 +396,7 @@ class StreamSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("streaming")
-        _add(
-            group,
-            "--checkpoint-root",
-            default=f"{LOCAL_STATE_DIR}/checkpoints",
-            help="folder or s3a:// URL under which each stage keeps <root>/<stage>",
-        )
+        add_checkpoint_root(group)
         _add(
             group,
             "--checkpoint-location",

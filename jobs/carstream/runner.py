@@ -8,7 +8,13 @@ order: generator, streams, Spark, broker.
 
 State lives under --state-dir (default .carstream): warehouse/ (dimensions),
 checkpoints/<stage> and kafka/ (the embedded broker's data). Running again resumes from the
-checkpoints against the same topics; --fresh wipes those three folders first.
+checkpoints against the same topics; --fresh wipes them first.
+
+--storage s3 keeps the warehouse and checkpoints in the bucket `carstream` of an S3-compatible
+server that the run starts and stops like the broker (versitygw; its files under
+<state-dir>/s3), read and written through s3a and boto3 as on AWS. --warehouse and
+--checkpoint-root put them anywhere else: folders, or s3a:// URLs on AWS or on the server of
+--s3-endpoint, with credentials from the AWS chain (environment, profile, web identity).
 
 --seed decides the cars (the same seed, the same dimensions); the events are random on every
 run, so that event ids stay unique across runs on the same state.
@@ -35,7 +41,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from carstream import broker as embedded
-from carstream import spark_io, toolchain
+from carstream import spark_io, storage, toolchain
 from carstream.config import (
     ENV_PREFIX,
     LOCAL_STATE_DIR,
@@ -44,20 +50,24 @@ from carstream.config import (
     DimsSettings,
     GeneratorSettings,
     KafkaSettings,
+    S3Settings,
     StorageSettings,
     StreamSettings,
     Topics,
     interval_arg,
     interval_seconds,
     positive_int_arg,
+    s3_if_used,
 )
 from carstream.kafka_admin import TopicAdmin
 from carstream.progress import TopicProgress
+from carstream.s3_server import S3Server, S3ServerError
 from carstream.shutdown import StopSignals, stop_requested_on_signals
 from carstream.stages import StageUsageError, count, detect, dims, enrich, generate
 from carstream.stages.streaming import StreamJob
 
-STATE_FOLDERS = ("warehouse", "checkpoints", "kafka")
+STATE_FOLDERS = ("warehouse", "checkpoints", "kafka", "s3")
+S3_BUCKET = "carstream"
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 SPARK_EXIT_SECONDS = 30
@@ -77,17 +87,31 @@ class RunSettings:
     progress_interval: float
     broker_heap: str
     partitions: int
+    embedded_s3: bool = False  # --storage s3
+    warehouse: str | None = None  # default: <state_dir>/warehouse
+    checkpoint_root: str | None = None  # default: <state_dir>/checkpoints
+    s3: S3Settings = dataclasses.field(default_factory=S3Settings)
 
     @property
     def storage(self) -> StorageSettings:
-        return StorageSettings(warehouse=str(self.state_dir / "warehouse"))
+        return StorageSettings(
+            warehouse=self.warehouse or str(self.state_dir / "warehouse"), s3=self.s3
+        )
+
+    @property
+    def checkpoints(self) -> str:
+        return self.checkpoint_root or str(self.state_dir / "checkpoints")
 
     def stream(self, stage: str) -> StreamSettings:
         return StreamSettings(
-            checkpoint_location=str(self.state_dir / "checkpoints" / stage),
+            checkpoint_location=f"{self.checkpoints.rstrip('/')}/{stage}",
             trigger="processingTime",
             trigger_interval=self.trigger_interval,
         )
+
+    @property
+    def s3_if_used(self) -> S3Settings | None:
+        return s3_if_used(self.s3, self.storage.warehouse, self.checkpoints)
 
 
 def wipe_state(state_dir: Path) -> None:
@@ -143,6 +167,9 @@ def run_pipeline(
         _say(f"wiped {', '.join(STATE_FOLDERS)} under {run.state_dir}")
     run.state_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
+        if run.embedded_s3:
+            run = _start_s3_server(run, cleanup)
+        _prepare_storage(run)
         broker: embedded.EmbeddedBroker | None = None
         if not kafka.bootstrap_servers:
             started = time.monotonic()
@@ -165,7 +192,7 @@ def run_pipeline(
         started = time.monotonic()
         _say("starting Spark (local)")
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # all of it runs on this machine
-        spark = spark_io.spark_session("carstream-run", shuffle_partitions=2)
+        spark = spark_io.spark_session("carstream-run", shuffle_partitions=2, s3=run.s3_if_used)
         cleanup.callback(_stop_spark, spark)
         signals.install()  # the SparkContext replaced the SIGINT handler with its own
         _say(f"Spark ready in {time.monotonic() - started:.1f} s")
@@ -192,8 +219,7 @@ def run_pipeline(
         queries += count.start(spark, job, count_settings, console=sys.stdout)
         _say(
             f"streams started: {', '.join(q.name for q in queries)} "
-            f"(trigger every {run.trigger_interval}; checkpoints under "
-            f"{run.state_dir / 'checkpoints'})"
+            f"(trigger every {run.trigger_interval}; checkpoints under {run.checkpoints})"
         )
 
         generator_thread = _GeneratorThread(kafka, topics, generator, cars)
@@ -201,6 +227,45 @@ def run_pipeline(
         cleanup.callback(generator_thread.stop)
         _say(f"generator sending {generator.rate:g} events/s for {len(cars)} cars")
         _watch(run, admin, topics, queries, generator_thread, broker, stop)
+
+
+def _start_s3_server(run: RunSettings, cleanup: ExitStack) -> RunSettings:
+    """Starts the S3 server of --storage s3 (stopped by `cleanup`); its root credentials
+    become this process's AWS environment, where Spark's JVM and boto3 find them."""
+    started = time.monotonic()
+    server = S3Server(run.state_dir / "s3")
+    _say("starting the S3 server (versitygw)")
+    server.start()
+    cleanup.callback(_stop_s3_server, server)
+    os.environ.update(server.credentials())
+    _say(
+        f"S3 server ready at {server.endpoint} in {time.monotonic() - started:.1f} s "
+        f"(files under {server.data_dir}, log: {server.log_file})"
+    )
+    return dataclasses.replace(
+        run,
+        warehouse=f"s3a://{S3_BUCKET}/warehouse",
+        checkpoint_root=f"s3a://{S3_BUCKET}/checkpoints",
+        s3=server.settings,
+    )
+
+
+def _stop_s3_server(server: S3Server) -> None:
+    _say("stopping the S3 server")
+    server.stop()
+
+
+def _prepare_storage(run: RunSettings) -> None:
+    """Checks that the warehouse and checkpoint root are writable (creating the bucket of the
+    run's own S3 server); with --fresh, empties those that are not under --state-dir."""
+    for url in dict.fromkeys((run.storage.warehouse, run.checkpoints)):
+        location = storage.Location.parse(url)
+        if run.fresh and not run.embedded_s3 and location.bucket is not None:
+            deleted = storage.delete_tree(url, run.s3)
+            _say(f"wiped {url} ({deleted} objects)")
+        if location.bucket is not None:
+            store = storage.store_for(location, run.s3)
+            _say(store.check(location, create_bucket=run.embedded_s3))
 
 
 def _watch(
@@ -327,6 +392,23 @@ def add_cli(commands: Any) -> None:
     CountSettings.add_arguments(parser)
     group = parser.add_argument_group("run")
     group.add_argument(
+        "--storage",
+        choices=("local", "s3"),
+        default="local",
+        help="local: warehouse and checkpoints in folders under --state-dir; s3: in a bucket "
+        "of an S3 server that the run starts (default: local)",
+    )
+    group.add_argument(
+        "--warehouse",
+        help="the dimensions' folder or s3a:// URL (default: <state-dir>/warehouse)",
+    )
+    group.add_argument(
+        "--checkpoint-root",
+        help="folder or s3a:// URL of the checkpoints, <root>/<stage> "
+        "(default: <state-dir>/checkpoints)",
+    )
+    S3Settings.add_arguments(parser)
+    group.add_argument(
         "--duration",
         type=_seconds,
         help="stop after this many seconds of running pipeline, e.g. 90 or '2 minutes' "
@@ -377,6 +459,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         count.check_settings(count_settings)
     except StageUsageError as error:
         parser.error(str(error))
+    if args.storage == "s3" and (args.warehouse or args.checkpoint_root or args.s3_endpoint):
+        parser.error(
+            "--storage s3 starts its own S3 server and bucket: leave out --warehouse, "
+            "--checkpoint-root and --s3-endpoint (or leave out --storage s3 to use them)"
+        )
     run = RunSettings(
         state_dir=args.state_dir,
         fresh=args.fresh,
@@ -385,6 +472,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         progress_interval=args.progress_interval,
         broker_heap=args.broker_heap,
         partitions=args.partitions,
+        embedded_s3=args.storage == "s3",
+        warehouse=args.warehouse,
+        checkpoint_root=args.checkpoint_root,
+        s3=S3Settings.from_args(args),
     )
     generator = GeneratorSettings(
         rate=args.rate, time_limit=args.time_limit, max_events=args.max_events
@@ -402,7 +493,13 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 count_settings,
                 signals,
             )
-        except (PipelineFailed, embedded.BrokerError, toolchain.ToolchainMissing) as error:
+        except (
+            PipelineFailed,
+            embedded.BrokerError,
+            S3ServerError,
+            storage.StorageError,
+            toolchain.ToolchainMissing,
+        ) as error:
             print(f"carstream run: {error}", file=sys.stderr)
             return EXIT_FAILED
         except KeyboardInterrupt:  # a second Ctrl+C while stopping: what was started is gone

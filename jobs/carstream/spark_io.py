@@ -23,7 +23,7 @@ from pyspark.sql.streaming.listener import (
 )
 
 from carstream import toolchain
-from carstream.config import KafkaSettings, StreamSettings
+from carstream.config import KafkaSettings, S3Settings, StreamSettings
 
 LOG4J_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
@@ -65,6 +65,7 @@ def spark_session(
     master: str = "local[*]",
     shuffle_partitions: int = 2,
     with_kafka: bool = True,
+    s3: S3Settings | None = None,
     extra_conf: Mapping[str, str] | None = None,
 ) -> SparkSession:
     """The session the stages run in.
@@ -72,6 +73,10 @@ def spark_session(
     Under spark-submit (or when a session already runs in this process) the existing session
     and its configuration are used as they are. Otherwise a local session starts with
     Spark's Kafka connector from the toolchain cache, no UI and quiet logs.
+
+    With `s3` (the stage reads or writes an s3a:// location), a local session also gets
+    hadoop-aws and the AWS SDK, and every session gets s3a's endpoint, region and credentials
+    chain from it, unless the Spark configuration (spark.hadoop.fs.s3a.*) already sets them.
     """
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -89,15 +94,29 @@ def spark_session(
                 f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}",
             )
         )
-        if with_kafka:
-            jars = ",".join(str(jar) for jar in toolchain.jars("spark-kafka"))
+        groups = (["spark-kafka"] if with_kafka else []) + (["spark-s3"] if s3 else [])
+        if groups:
+            jars = ",".join(str(jar) for group in groups for jar in toolchain.jars(group))
             builder = builder.config("spark.jars", jars)
         for key, value in (extra_conf or {}).items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    if s3 is not None:
+        configure_s3a(spark, s3)
     return spark
+
+
+def configure_s3a(spark: SparkSession, s3: S3Settings) -> None:
+    """Sets s3a's settings on the session's Hadoop configuration, which the driver uses and
+    ships with every job to the executors. A key the Spark configuration already set
+    (spark.hadoop.fs.s3a.*, e.g. from a SparkApplication's sparkConf) is left alone."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    given = spark.sparkContext.getConf()
+    for key, value in s3.hadoop_conf().items():
+        if not given.contains(f"spark.hadoop.{key}"):
+            hadoop.set(key, value)
 
 
 # ---------------------------------------------------------------------------------------------

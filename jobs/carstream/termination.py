@@ -33,12 +33,14 @@ KAFKA_AUTHENTICATION_FAILED = "KafkaAuthenticationFailed"
 KAFKA_AUTHORIZATION_FAILED = "KafkaAuthorizationFailed"
 KAFKA_UNREACHABLE = "KafkaBrokerUnreachable"
 DIMENSION_MISSING = "DimensionMissing"
+STORAGE_UNUSABLE = "StorageUnusable"
 STAGE_ERROR = "StageError"
 REASONS = (
     KAFKA_AUTHENTICATION_FAILED,
     KAFKA_AUTHORIZATION_FAILED,
     KAFKA_UNREACHABLE,
     DIMENSION_MISSING,
+    STORAGE_UNUSABLE,
     STAGE_ERROR,
 )
 
@@ -62,6 +64,13 @@ _UNREACHABLE_CODES = frozenset(
 _KAFKA_ERROR_TEXT = re.compile(r'KafkaError\{code=(\w+),val=-?\d+,str="(.*?)"\}', re.DOTALL)
 # Exceptions of carstream that mean "run `carstream stage dims` first".
 _DIMENSION_MISSING_CLASSES = frozenset({"DataMissing", "CarsMissing"})
+# The warehouse or a checkpoint cannot be used: carstream.storage's error (boto3), or s3a's
+# (a refused request, a missing bucket, an unreachable endpoint) in a Spark exception's text.
+_STORAGE_CLASSES = frozenset({"StorageError"})
+_S3A_ERROR = re.compile(
+    r"(java\.nio\.file\.AccessDeniedException|org\.apache\.hadoop\.fs\.s3a\.\w+Exception)"
+    r"(?:: ([^\n]*))?"
+)
 _SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\s*$")
 
 
@@ -121,6 +130,11 @@ def _reason_and_message(error: BaseException, kafka_user: str | None) -> tuple[s
     for item in chain:
         if _class_names(item) & _DIMENSION_MISSING_CLASSES:
             return DIMENSION_MISSING, str(item)
+        if _class_names(item) & _STORAGE_CLASSES:
+            return STORAGE_UNUSABLE, str(item)
+        s3a = _S3A_ERROR.search(str(item))
+        if s3a:
+            return STORAGE_UNUSABLE, f"{s3a.group(1)}: {(s3a.group(2) or '').strip()}"
     for kafka_error in found:
         if _is_unreachable(kafka_error):
             return (

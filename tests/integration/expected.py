@@ -8,12 +8,13 @@ again from the specification, so that a shared mistake cannot make a test pass.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 SENSOR_FIELDS = ("event_id", "event_time", "car_id", "speed", "rpm", "gear")
@@ -30,11 +31,14 @@ class CarProfile:
     color_name: str
 
 
-def read_profiles(warehouse: Path) -> dict[int, CarProfile]:
-    """car_id -> what enrichment adds, from the three Parquet tables."""
+def read_profiles(warehouse: Path | Callable[[str], pa.Table]) -> dict[int, CarProfile]:
+    """car_id -> what enrichment adds, from the three Parquet tables of a local warehouse, or
+    of tables read by a function of the table's name."""
 
     def rows(table: str) -> list[dict[str, Any]]:
-        return list(pq.read_table(warehouse / "dims" / table).to_pylist())
+        if isinstance(warehouse, Path):
+            return list(pq.read_table(warehouse / "dims" / table).to_pylist())
+        return list(warehouse(table).to_pylist())
 
     models = {row["model_id"]: row for row in rows("car_models")}
     colors = {row["color_id"]: row["color_name"] for row in rows("car_colors")}

@@ -42,9 +42,10 @@ def _job(kafka: KafkaSettings, topics: Topics, checkpoint: Path) -> StreamJob:
     return StreamJob(kafka=kafka, topics=topics, stream=stream)
 
 
-def _enrich_args(
-    kafka: KafkaSettings, topics: Topics, warehouse: Path, checkpoint: Path
+def enrich_args(
+    kafka: KafkaSettings, topics: Topics, warehouse: str, checkpoint: str, *more: str
 ) -> list[str]:
+    """`carstream stage enrich` reading a few hundred events per micro-batch."""
     return [
         "stage",
         "enrich",
@@ -57,14 +58,31 @@ def _enrich_args(
         "--topic-dlq",
         topics.dlq,
         "--warehouse",
-        str(warehouse),
+        warehouse,
         "--checkpoint-location",
-        str(checkpoint),
+        checkpoint,
         "--trigger-interval",
         "1 second",
         "--max-offsets-per-trigger",
         str(PER_BATCH),
+        *more,
     ]
+
+
+def kill_after_first_batches(
+    args: list[str], kafka: KafkaSettings, topics: Topics, log: Path
+) -> None:
+    """Starts `carstream ARGS` (enrich) and SIGKILLs its process group once its first
+    batches are in the enriched topic."""
+    process = start_carstream(args, log)
+    try:
+        wait_until(
+            lambda: end_offsets(kafka, [topics.enriched])[topics.enriched] >= PER_BATCH,
+            120,
+            f"enrich to write its first batches (log: {log})",
+        )
+    finally:
+        kill_group(process)
 
 
 def test_a_killed_stage_resumes_without_loss_and_alerts_count_once(
@@ -78,17 +96,8 @@ def test_a_killed_stage_resumes_without_loss_and_alerts_count_once(
 
     # enrich as its own process, a few hundred events per micro-batch; SIGKILL once its
     # first batches are in Kafka, long before it has read everything.
-    log = tmp_path / "enrich.out"
-    process = start_carstream(_enrich_args(kafka, topics, warehouse, checkpoints / "enrich"), log)
-    try:
-        wait_until(
-            lambda: end_offsets(kafka, [topics.enriched])[topics.enriched] >= PER_BATCH,
-            120,
-            f"enrich to write its first batches (log: {log})",
-        )
-        kill_group(process)
-    finally:
-        kill_group(process)
+    args = enrich_args(kafka, topics, str(warehouse), str(checkpoints / "enrich"))
+    kill_after_first_batches(args, kafka, topics, tmp_path / "enrich.out")
     written_before_kill = end_offsets(kafka, [topics.enriched])[topics.enriched]
     assert written_before_kill < EVENTS, "the kill should land mid-stream"
 

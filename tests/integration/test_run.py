@@ -95,3 +95,46 @@ def test_run_refuses_bad_options() -> None:
     result = run_carstream(["run", "--window", "1 minute", "--slide", "2 minutes"])
     assert result.returncode == 2
     assert "must not be longer than --window" in result.stderr
+
+
+def test_run_with_storage_s3_keeps_warehouse_and_checkpoints_in_its_s3_server(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    log = tmp_path / "run.out"
+    process = start_carstream(
+        ["run", "--storage", "s3", "--state-dir", str(state), "--duration", "25", *FAST], log
+    )
+    children: set[int] = set()
+    try:
+
+        def ended() -> bool:
+            children.update(descendants(process.pid))
+            return process.poll() is not None
+
+        wait_until(ended, 300, f"carstream run --storage s3 to end (log: {log})")
+        assert process.returncode == 0, log.read_text()
+    finally:
+        kill_group(process)
+    output = log.read_text()
+    assert re.search(r"S3 server ready at http://127\.0\.0\.1:\d+", output), output
+    assert "s3a://carstream/warehouse: reachable and writable" in output
+    assert "dimensions written under s3a://carstream/warehouse/dims" in output
+    assert "checkpoints under s3a://carstream/checkpoints" in output
+    assert "stopping the S3 server" in output
+    assert not any(alive(pid) for pid in children), "a process outlived carstream run"
+    produced, enriched, alerts, _ = _last_progress(output)
+    assert 0 < alerts <= enriched <= produced, output
+    # Everything went to the bucket (the server's files), nothing to local folders.
+    bucket = state / "s3" / "carstream"
+    assert len(_cars(bucket)) == 20
+    for stage in ("enrich", "detect", "count/windows"):
+        assert list((bucket / "checkpoints" / stage / "commits").iterdir()), stage
+    assert not (state / "warehouse").exists() and not (state / "checkpoints").exists()
+
+
+def test_run_refuses_storage_s3_with_locations_of_its_own() -> None:
+    result = run_carstream(["run", "--storage", "s3", "--warehouse", "s3a://mine/warehouse"])
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: carstream run")
+    assert "--storage s3 starts its own S3 server" in result.stderr

@@ -13,7 +13,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pyarrow import fs
 
 from carstream import cli
 from carstream.config import StorageSettings
@@ -130,27 +129,6 @@ def test_num_cars_takes_the_first_cars_and_no_more_than_there_are() -> None:
     assert generate.choose_cars(CARS, 2) == CARS[:2]
     with pytest.raises(StageUsageError, match="has only 3 cars"):
         generate.choose_cars(CARS, 4)
-
-
-def test_s3a_urls_map_to_pyarrow_s3(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    filesystem, path = generate.filesystem_and_path("s3a://bucket/data/dims/cars")
-    assert isinstance(filesystem, fs.S3FileSystem)
-    options = filesystem.__reduce__()[1][0]  # the constructor's arguments
-    assert options["endpoint_override"] == "http://minio.local:9000"
-    assert path == "bucket/data/dims/cars"
-
-
-def test_local_paths_map_to_the_local_filesystem(tmp_path: Path) -> None:
-    filesystem, path = generate.filesystem_and_path(f"file://{tmp_path}/dims/cars")
-    assert isinstance(filesystem, fs.LocalFileSystem)
-    assert path == f"{tmp_path}/dims/cars"
-
-
-def test_other_url_schemes_are_refused() -> None:
-    with pytest.raises(generate.CarsMissing, match="only local paths and s3a://"):
-        generate.filesystem_and_path("hdfs://namenode/data/dims/cars")
 
 
 @pytest.mark.parametrize(

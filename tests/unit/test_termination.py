@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 
 from carstream import cli, spark_io, stages, termination
 from carstream.stages import generate
+from carstream.storage import StorageError
 from carstream.termination import Termination, classify
 
 # str() of the StreamingQueryException that enrich ended with, logging in to the secured
@@ -254,4 +255,21 @@ def test_an_error_that_cannot_be_described_is_still_a_stage_error() -> None:
 
     assert classify(Unprintable()) == Termination(
         "StageError", "Unprintable (RuntimeError('the JVM is gone') describing it)"
+    )
+
+
+def test_storage_that_cannot_be_used() -> None:
+    denied = StorageError(
+        "s3a://data/warehouse/dims/cars: access denied to bucket 'data' while listing at AWS S3 "
+        "(AccessDenied: Access Denied)"
+    )
+    assert classify(denied) == Termination("StorageUnusable", str(denied))
+    spark_text = RuntimeError(
+        "An error occurred while calling o42.parquet.\n: java.nio.file.AccessDeniedException: "
+        "s3a://data/warehouse/dims/cars: getFileStatus on s3a://data/warehouse/dims/cars: "
+        "AccessDenied\n\tat org.apache.hadoop.fs.s3a.S3AUtils.translateException(S3AUtils.java:1)"
+    )
+    assert classify(spark_text).line() == (
+        "StorageUnusable: java.nio.file.AccessDeniedException: s3a://data/warehouse/dims/cars: "
+        "getFileStatus on s3a://data/warehouse/dims/cars: AccessDenied"
     )

@@ -234,4 +234,4 @@ def main(args: argparse.Namespace) -> int:
     job, settings = StreamJob.from_args(args, STAGE), CountSettings.from_args(args)
     require_trigger(STAGE, job.stream, SUPPORTED_TRIGGERS)
     check_settings(settings)
-    return stage_main(STAGE, job.stream, lambda spark: start(spark, job, settings))
+    return stage_main(STAGE, job, lambda spark: start(spark, job, settings))

@@ -111,4 +111,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     job, settings = StreamJob.from_args(args, STAGE), DetectSettings.from_args(args)
     require_trigger(STAGE, job.stream, SUPPORTED_TRIGGERS)
-    return stage_main(STAGE, job.stream, lambda spark: start(spark, job, settings))
+    return stage_main(STAGE, job, lambda spark: start(spark, job, settings))

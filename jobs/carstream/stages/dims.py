@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     check_num_cars(settings.num_cars)
     configure_logging()
     logger = logging.getLogger("carstream.dims")
-    spark = spark_io.spark_session("carstream-dims", with_kafka=False)
+    spark = spark_io.spark_session("carstream-dims", with_kafka=False, s3=storage.s3_if_used)
     try:
         written = run(spark, settings, storage)
     finally:

@@ -108,10 +108,10 @@ def run(spark: SparkSession, job: StreamJob, storage: StorageSettings) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     StreamJob.add_arguments(parser)
-    StorageSettings.add_arguments(parser)
+    StorageSettings.add_arguments(parser, with_s3=False)
 
 
 def main(args: argparse.Namespace) -> int:
     job, storage = StreamJob.from_args(args, STAGE), StorageSettings.from_args(args)
     require_trigger(STAGE, job.stream, SUPPORTED_TRIGGERS)
-    return stage_main(STAGE, job.stream, lambda spark: start(spark, job, storage))
+    return stage_main(STAGE, job, lambda spark: start(spark, job, storage), storage.warehouse)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -24,14 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.parquet as pq
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from pyarrow import fs
 
 from carstream.config import GeneratorSettings, KafkaSettings, StorageSettings, Topics
 from carstream.kafka_admin import client_config
 from carstream.shutdown import stop_requested_on_signals
 from carstream.stages import StageUsageError
+from carstream.storage import NothingStored, read_parquet
 
 STAGE = "generate"
 SPEED_VALUES = 201  # 0..200
@@ -87,33 +85,14 @@ class GeneratorReport:
 # The cars dimension
 
 
-def filesystem_and_path(location: str) -> tuple[fs.FileSystem, str]:
-    """A pyarrow filesystem and path for a local path or an s3a:// (s3://) URL.
-
-    S3 credentials and region come from the usual AWS environment variables; an S3-compatible
-    endpoint (MinIO, ...) from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL.
-    """
-    for scheme in ("s3a://", "s3://"):
-        if location.startswith(scheme):
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            filesystem = fs.S3FileSystem(endpoint_override=endpoint) if endpoint else None
-            if filesystem is None:
-                filesystem = fs.S3FileSystem()
-            return filesystem, location[len(scheme) :].rstrip("/")
-    if "://" in location and not location.startswith("file://"):
-        raise CarsMissing(f"{location}: only local paths and s3a:// URLs are supported")
-    return fs.LocalFileSystem(), os.path.abspath(location.removeprefix("file://"))
-
-
 def read_car_ids(storage: StorageSettings) -> list[int]:
-    """The car ids of the cars dimension, in its row order."""
+    """The car ids of the cars dimension, in its row order (a folder, or S3 through boto3)."""
     location = storage.dim_path("cars")
-    filesystem, path = filesystem_and_path(location)
     try:
-        table = pq.read_table(path, columns=["car_id"], filesystem=filesystem)
-    except (FileNotFoundError, OSError) as error:
+        table = read_parquet(location, storage.s3, columns=["car_id"])
+    except NothingStored:
         raise CarsMissing(
-            f"cannot read the cars dimension at {location} ({error}): "
+            f"cannot read the cars dimension at {location}: no Parquet files there; "
             "run `carstream stage dims` first"
         ) from None
     car_ids = [int(car_id) for car_id in table.column("car_id").to_pylist()]

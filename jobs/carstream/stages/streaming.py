@@ -8,13 +8,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from carstream import spark_io, toolchain
-from carstream.config import KafkaSettings, StreamSettings, Topics, TriggerKind
+from carstream.config import (
+    KafkaSettings,
+    S3Settings,
+    StreamSettings,
+    Topics,
+    TriggerKind,
+    s3_if_used,
+)
 from carstream.shutdown import stop_requested_on_signals
 from carstream.stages import StageUsageError, configure_logging
 
@@ -30,12 +37,14 @@ class StreamJob:
     kafka: KafkaSettings
     topics: Topics
     stream: StreamSettings
+    s3: S3Settings = field(default_factory=S3Settings)  # for a checkpoint on s3a://
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         KafkaSettings.add_arguments(parser)
         Topics.add_arguments(parser)
         StreamSettings.add_arguments(parser)
+        S3Settings.add_arguments(parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, stage: str) -> StreamJob:
@@ -43,6 +52,7 @@ class StreamJob:
             kafka=KafkaSettings.from_args(args),
             topics=Topics.from_args(args),
             stream=StreamSettings.from_args(args, stage),
+            s3=S3Settings.from_args(args),
         )
 
     def checkpoint(self, query: str | None = None) -> str:
@@ -112,18 +122,22 @@ def await_queries(
 
 def stage_main(
     stage: str,
-    stream: StreamSettings,
+    job: StreamJob,
     start: Callable[[SparkSession], list[StreamingQuery]],
+    *other_locations: str,
 ) -> int:
     """`carstream stage NAME` for a streaming stage: a session, the queries, progress logged
     one line per micro-batch, until the queries end (exit 0) or Ctrl+C / SIGTERM stops them
     (130). A failure (a query's, a missing dimension) is raised: `carstream stage` reports it
-    (carstream.stages.report_failure) and exits 1."""
+    (carstream.stages.report_failure) and exits 1. `other_locations`: what the stage reads
+    besides its checkpoint (the warehouse), for s3a."""
     configure_logging()
     logger = logging.getLogger(f"carstream.{stage}")
     try:
         spark = spark_io.spark_session(
-            f"carstream-{stage}", shuffle_partitions=stream.shuffle_partitions
+            f"carstream-{stage}",
+            shuffle_partitions=job.stream.shuffle_partitions,
+            s3=s3_if_used(job.s3, job.stream.checkpoint_location, *other_locations),
         )
     except toolchain.ToolchainMissing as error:
         print(f"carstream stage {stage}: {error}", file=sys.stderr)
