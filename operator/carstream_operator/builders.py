@@ -18,6 +18,11 @@ from carstream_operator.settings import Settings
 SHARED_FIELDS = ("image", "imagePullPolicy", "serviceAccountName", "kafka", "storage")
 USERNAME_ENV = "CARSTREAM_KAFKA_USERNAME"
 PASSWORD_ENV = "CARSTREAM_KAFKA_PASSWORD"
+AWS_KEY_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# s3a's settings for storage.s3 (the same as `carstream stage` sets from --s3-endpoint and
+# --s3-region; here as Spark configuration too, so that executors start with them). The AWS
+# SDK's default chain: environment, profile, web identity (IRSA), container, instance.
+S3A_CREDENTIALS_PROVIDER = "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider"
 
 
 def stage_labels(pipeline: str, stage: str, job: str) -> dict[str, str]:
@@ -95,6 +100,10 @@ def stage_arguments(spec: StageSpec, settings: Settings) -> list[str]:
             arguments += ["--kafka-ca-file", ca_file]
         elif kafka.ca_file:
             arguments += ["--kafka-ca-file", kafka.ca_file]
+    if spec.s3.endpoint:
+        arguments += ["--s3-endpoint", spec.s3.endpoint]
+    if spec.s3.region:
+        arguments += ["--s3-region", spec.s3.region]
     if spec.job in ("dims", "generate", "enrich"):
         arguments += ["--warehouse", spec.warehouse]
     if spec.streaming:
@@ -158,6 +167,31 @@ def kafka_env(spec: StageSpec) -> list[dict[str, Any]]:
     ]
 
 
+def s3_env(spec: StageSpec) -> list[dict[str, Any]]:
+    """The AWS keys of storage.s3.credentialsSecret, for the AWS SDKs' environment chain."""
+    secret = spec.s3.credentials_secret
+    if not secret or not spec.uses_s3:
+        return []
+    return [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}}
+        for name in AWS_KEY_ENVS
+    ]
+
+
+def s3a_spark_conf(spec: StageSpec) -> dict[str, str]:
+    """s3a's Hadoop settings as Spark configuration, for a stage with an s3a:// location."""
+    if not spec.uses_s3:
+        return {}
+    conf = {"spark.hadoop.fs.s3a.aws.credentials.provider": S3A_CREDENTIALS_PROVIDER}
+    if spec.s3.endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = spec.s3.endpoint
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+    region = spec.s3.region or ("us-east-1" if spec.s3.endpoint else None)
+    if region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
+    return conf
+
+
 def pod_template(spec: StageSpec, role: str, settings: Settings) -> dict[str, Any]:
     """The pod template of the driver or the executors. spark-operator hands it to
     spark-submit as a file (spark.kubernetes.{driver,executor}.podTemplateFile) and Spark
@@ -167,7 +201,7 @@ def pod_template(spec: StageSpec, role: str, settings: Settings) -> dict[str, An
         "name": DRIVER_CONTAINER if role == "driver" else EXECUTOR_CONTAINER,
         "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
     }
-    if env := kafka_env(spec):
+    if env := kafka_env(spec) + s3_env(spec):
         container["env"] = env
     if role == "driver":
         container["terminationMessagePolicy"] = DRIVER_TERMINATION_MESSAGE_POLICY
@@ -219,8 +253,8 @@ def application_spec(spec: StageSpec, settings: Settings) -> dict[str, Any]:
         "driver": _pod(spec, "driver", settings),
         "executor": _pod(spec, "executor", settings),
     }
-    if spec.spark_conf:
-        app["sparkConf"] = dict(spec.spark_conf)
+    if spark_conf := {**s3a_spark_conf(spec), **spec.spark_conf}:
+        app["sparkConf"] = spark_conf
     return app
 
 

@@ -49,6 +49,7 @@ CPU_QUANTITY = r"^([1-9][0-9]{0,5}m|[0-9]{1,3}(\.[0-9]{1,3})?)$"
 POSITIVE_INTEGER = "^[1-9][0-9]{0,5}$"
 SPARK_INTERVAL = r"^\s*[0-9]+\s*(ms|milliseconds?|s|seconds?|m|min|minutes?|h|hours?)\s*$"
 BOOTSTRAP_SERVERS = r"^[^,:\s]+:[0-9]{1,5}(,[^,:\s]+:[0-9]{1,5})*$"
+S3_ENDPOINT = r"^https?://[^/\s]+/?$"
 
 # Flags that the operator sets itself from the shared settings; a stage's `args` cannot repeat
 # them (argparse would silently take the last one).
@@ -278,6 +279,31 @@ def storage_schema() -> Schema:
                 "never changes across restarts, so a restarted stage resumes where it stopped.",
                 minLength=1,
                 maxLength=1024,
+            ),
+            "s3": _object(
+                "Which S3 the s3a:// locations are on. Unset: AWS S3, with credentials from "
+                "the AWS chain of the pods (IRSA's web identity on EKS).",
+                {
+                    "endpoint": _string(
+                        "An S3-compatible server, http(s)://host[:port] (--s3-endpoint), "
+                        "reached with path-style requests.",
+                        pattern=S3_ENDPOINT,
+                        maxLength=1024,
+                    ),
+                    "region": _string(
+                        "The region requests are signed for (--s3-region); default us-east-1 "
+                        "with an endpoint, else the bucket's.",
+                        minLength=1,
+                        maxLength=64,
+                    ),
+                    "credentialsSecret": _object(
+                        "A Secret with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                        "given to the drivers and executors as those environment variables "
+                        "(for a server without web identity). Never put keys in the spec.",
+                        {"name": _string("Name of the Secret.", minLength=1, maxLength=253)},
+                        required=["name"],
+                    ),
+                },
             ),
         },
         required=["warehouse", "checkpointRoot"],

@@ -149,6 +149,25 @@ class KafkaConnection:
         )
 
 
+@dataclass(frozen=True)
+class S3Storage:
+    """storage.s3: an S3-compatible endpoint and region, and a Secret with keys for it."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    credentials_secret: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> S3Storage:
+        data = data or {}
+        endpoint = data.get("endpoint")
+        return cls(
+            endpoint=endpoint.rstrip("/") if endpoint else None,
+            region=data.get("region"),
+            credentials_secret=(data.get("credentialsSecret") or {}).get("name"),
+        )
+
+
 DEFAULT_IMAGE_PULL_POLICY = "IfNotPresent"
 DEFAULT_START_DEADLINE_SECONDS = 600
 
@@ -164,6 +183,7 @@ class StageSpec:
     kafka: KafkaConnection
     warehouse: str
     checkpoint_root: str
+    s3: S3Storage = field(default_factory=S3Storage)
     image_pull_policy: str = DEFAULT_IMAGE_PULL_POLICY
     service_account_name: str | None = None
     depends_on: tuple[str, ...] = ()
@@ -189,6 +209,7 @@ class StageSpec:
             kafka=KafkaConnection.from_dict(data["kafka"]),
             warehouse=storage["warehouse"],
             checkpoint_root=storage["checkpointRoot"],
+            s3=S3Storage.from_dict(storage.get("s3")),
             image_pull_policy=data.get("imagePullPolicy", DEFAULT_IMAGE_PULL_POLICY),
             service_account_name=data.get("serviceAccountName"),
             depends_on=tuple(data.get("dependsOn") or ()),
@@ -218,6 +239,13 @@ class StageSpec:
     @property
     def checkpoint_location(self) -> str:
         return f"{self.checkpoint_root.rstrip('/')}/{self.pipeline}/{self.stage}"
+
+    @property
+    def uses_s3(self) -> bool:
+        return any(
+            location.startswith(("s3a://", "s3://"))
+            for location in (self.warehouse, self.checkpoint_root)
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,7 +52,53 @@ def test_applications_are_valid_spark_applications(job: str, kafka: dict | None)
     assert spec["arguments"][:2] == ["stage", job]
     assert spec["restartPolicy"] == {"type": "Never"}
     assert spec["driver"]["serviceAccount"] == "carstream-spark"
+    assert spec["sparkConf"] == {
+        "spark.sql.shuffle.partitions": "4",
+        # s3a:// locations on AWS: the SDK's default chain (IRSA's web identity on EKS).
+        "spark.hadoop.fs.s3a.aws.credentials.provider": builders.S3A_CREDENTIALS_PROVIDER,
+    }
+
+
+def test_an_s3_compatible_endpoint_reaches_s3a_boto3_and_the_pods_environment() -> None:
+    storage = {
+        "warehouse": "s3a://data/warehouse",
+        "checkpointRoot": "s3a://data/checkpoints",
+        "s3": {
+            "endpoint": "http://s3.storage.svc:7070/",
+            "credentialsSecret": {"name": "s3-keys"},
+        },
+    }
+    for job in ("dims", "generate", "enrich", "detect", "count"):
+        spec = application(stage(job, storage=storage))["spec"]
+        arguments = spec["arguments"]
+        assert arguments[arguments.index("--s3-endpoint") + 1] == "http://s3.storage.svc:7070"
+        assert "--s3-region" not in arguments, "the stage's default: us-east-1 with an endpoint"
+        assert spec["sparkConf"] == {
+            "spark.sql.shuffle.partitions": "4",
+            "spark.hadoop.fs.s3a.aws.credentials.provider": builders.S3A_CREDENTIALS_PROVIDER,
+            "spark.hadoop.fs.s3a.endpoint": "http://s3.storage.svc:7070",
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.endpoint.region": "us-east-1",
+        }
+        for role in ("driver", "executor"):
+            (container,) = spec[role]["template"]["spec"]["containers"]
+            keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+            assert keys["AWS_ACCESS_KEY_ID"] == {"name": "s3-keys", "key": "AWS_ACCESS_KEY_ID"}
+            assert keys["AWS_SECRET_ACCESS_KEY"] == {
+                "name": "s3-keys",
+                "key": "AWS_SECRET_ACCESS_KEY",
+            }
+    # The pipeline's sparkConf wins; a region is passed on; folders need no s3a at all.
+    storage["s3"] = {"endpoint": "https://s3.example.com", "region": "eu-west-3"}
+    custom = {"spark.sql.shuffle.partitions": "4", "spark.hadoop.fs.s3a.path.style.access": "false"}
+    spec = application(stage("enrich", storage=storage, sparkConf=custom))["spec"]
+    assert spec["sparkConf"]["spark.hadoop.fs.s3a.path.style.access"] == "false"
+    assert spec["sparkConf"]["spark.hadoop.fs.s3a.endpoint.region"] == "eu-west-3"
+    assert spec["arguments"][spec["arguments"].index("--s3-region") + 1] == "eu-west-3"
+    folders = {"warehouse": "file:///data/warehouse", "checkpointRoot": "file:///data/ck"}
+    spec = application(stage("enrich", storage=folders))["spec"]
     assert spec["sparkConf"] == {"spark.sql.shuffle.partitions": "4"}
+    assert "--s3-endpoint" not in spec["arguments"]
 
 
 # The fields of a SparkApplication's driver and executor that spark-operator 2.5.2 turns into

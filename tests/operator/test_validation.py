@@ -219,6 +219,17 @@ INVALID_PIPELINES: list[tuple[str, Callable[[], Spec], list[str]]] = [
         lambda: {k: v for k, v in pipeline_spec().items() if k != "image"},
         ["spec.image", "Required value"],
     ),
+    (
+        "an S3 endpoint without a scheme",
+        lambda: pipeline_spec(
+            storage={
+                "warehouse": "s3a://b/w",
+                "checkpointRoot": "s3a://b/c",
+                "s3": {"endpoint": "minio:9000"},
+            }
+        ),
+        ["spec.storage.s3.endpoint", "should match"],
+    ),
 ]
 
 
