@@ -245,13 +245,35 @@ def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
             ),
             "s3": obj(
                 {
-                    "endpoint": string(pattern=r"^(https?://.+)?$"),
-                    "pathStyleAccess": {"type": "boolean"},
+                    "endpoint": string(pattern=r"^(https?://[^/\s]+/?)?$"),
+                    "region": string(),
                     "credentialsSecret": string(
                         pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
                         description="the name of a Secret, never a key",
                     ),
                 }
+            ),
+            "s3Server": obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "image": obj(
+                        {
+                            "repository": string(minLength=1),
+                            "tag": string(minLength=1),
+                            "pullPolicy": string(enum=["Always", "IfNotPresent", "Never"]),
+                        },
+                        required=["repository", "tag"],
+                    ),
+                    "port": integer(1, 65535),
+                    "nodePort": {"anyOf": [{"type": "null"}, integer(30000, 32767)]},
+                    "sizeLimit": quantity(),
+                    "resources": resources(),
+                    "bucketJob": obj(
+                        {"backoffLimit": integer(0, 100), "resources": resources()},
+                        required=["resources"],
+                    ),
+                },
+                required=["enabled"],
             ),
         },
         required=["warehouse", "checkpointRoot"],

@@ -45,12 +45,13 @@ from common import command_line, machine  # noqa: E402
 
 from carstream.config import (  # noqa: E402
     GeneratorSettings,
-    StorageSettings,
+    S3Settings,
     Topics,
     non_negative_float_arg,
     positive_int_arg,
 )
 from carstream.stages import generate  # noqa: E402
+from carstream.storage import committed_offsets  # noqa: E402
 from tests.e2e.harness import started_cluster  # noqa: E402
 from tests.e2e.stack import (  # noqa: E402
     CARSTREAM_IMAGE,
@@ -104,18 +105,11 @@ def bench_values(args: argparse.Namespace) -> dict[str, Any]:
 # -- what a checkpoint has committed -------------------------------------------------------
 
 
-def committed(checkpoint: Path, topic: str) -> int:
-    """How far into `topic` the query of `checkpoint` has committed (its partitions' offsets,
-    summed): offsets/<n> of the newest n in commits/; 0 before its first batch."""
-    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")]
-    if not commits:
-        return 0
-    lines = (checkpoint / "offsets" / str(max(commits))).read_text().splitlines()
-    for line in lines[2:]:  # "v1", the batch's metadata, then one line per source
-        source = json.loads(line)
-        if topic in source:
-            return sum(int(offset) for offset in source[topic].values())
-    return 0
+def committed(stack: Stack, s3: S3Settings, stage: str, topic: str) -> int:
+    """How far into `topic` the query of `stage` has committed (its partitions' offsets,
+    summed), read from its checkpoint in the chart's S3 server; 0 before its first batch."""
+    offsets = committed_offsets(stack.checkpoint(stage), s3)
+    return sum(offsets.get(topic, {}).values())
 
 
 # -- the three figures ------------------------------------------------------------------------
@@ -175,9 +169,9 @@ def drain(stack: Stack, events: int) -> dict[str, Any]:
     """Sends `events` at once while the stages run; how long enrich and detect take."""
     for name in ("enrich", "detect"):
         stack.wait_stage(name, lambda s: s.get("phase") == "Running", STARTING, "Running")
-    checkpoints = stack.shared_dir / "checkpoints" / "carstream"
     admin = stack.kafka("carstream-kafka-admin")
-    cars = generate.read_car_ids(StorageSettings(warehouse=str(stack.warehouse)))
+    storage = stack.storage()
+    cars = generate.read_car_ids(storage)
     started = time.monotonic()
     report = generate.run(admin, TOPICS, GeneratorSettings(rate=1e9, max_events=events), cars)
     sent = time.monotonic()
@@ -187,7 +181,7 @@ def drain(stack: Stack, events: int) -> dict[str, Any]:
 
     def drained(stage: str, topic: str, target: int) -> float:
         wait_for(
-            lambda: committed(checkpoints / stage, topic) >= target,
+            lambda: committed(stack, storage.s3, stage, topic) >= target,
             f"{stage} to commit every offset of {topic}",
             3600,
             interval=0.5,

@@ -12,6 +12,7 @@ Every failure is a `StorageError` whose message is one line naming the location 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -406,3 +407,23 @@ def delete_tree(url: str, s3: S3Settings) -> int:
     """Deletes everything under `url` (a folder or an S3 prefix); returns the files deleted."""
     location = Location.parse(url)
     return store_for(location, s3).delete(location)
+
+
+def committed_offsets(checkpoint_url: str, s3: S3Settings) -> dict[str, dict[str, int]]:
+    """The Kafka offsets a streaming query has committed, per topic and partition: those of
+    its newest committed micro-batch (offsets/<n> for the newest n in commits/), which it
+    has fully written; {} before its first batch."""
+    location = Location.parse(checkpoint_url)
+    store = store_for(location, s3)
+    committed = [
+        int(file.name) for file in store.files(location.child("commits")) if file.name.isdigit()
+    ]
+    if not committed:
+        return {}
+    text = store.read(location.child("offsets"), str(max(committed))).decode()
+    offsets: dict[str, dict[str, int]] = {}
+    for line in text.splitlines()[2:]:  # "v1", the batch's metadata, then one line per source
+        source = json.loads(line) if line.startswith("{") else {}
+        for topic, partitions in source.items():
+            offsets[topic] = {partition: int(offset) for partition, offset in partitions.items()}
+    return offsets

@@ -244,23 +244,69 @@ def test_eks_uses_s3_through_irsa_and_no_keys() -> None:
     assert not [key for key in spec["sparkConf"] if "secret" in key.lower() or "access.key" in key]
 
 
-def test_a_minio_endpoint_reads_its_keys_from_a_named_secret() -> None:
+def test_an_s3_compatible_endpoint_and_its_keys_go_to_the_pipelines_storage() -> None:
     spec = one(
         render(
             set_values=[
                 "storage.s3.endpoint=http://minio.minio:9000",
-                "storage.s3.pathStyleAccess=true",
+                "storage.s3.region=eu-west-3",
                 "storage.s3.credentialsSecret=minio-keys",
             ]
         ),
         "Pipeline",
     )["spec"]
-    conf = spec["sparkConf"]
-    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://minio.minio:9000"
-    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
-    assert conf["spark.kubernetes.executor.secretKeyRef.AWS_SECRET_ACCESS_KEY"] == (
-        "minio-keys:AWS_SECRET_ACCESS_KEY"
+    assert spec["storage"]["s3"] == {
+        "endpoint": "http://minio.minio:9000",
+        "region": "eu-west-3",
+        "credentialsSecret": {"name": "minio-keys"},
+    }
+    assert not any("s3a" in key for key in spec.get("sparkConf", {})), "the operator sets them"
+    assert "s3" not in one(render(), "Pipeline")["spec"]["storage"], "AWS S3 by default"
+
+
+def test_the_s3_server_of_the_release_serves_the_pipeline_and_creates_its_bucket() -> None:
+    objects = render([CHART / "values-local.yaml"])
+    storage = one(objects, "Pipeline")["spec"]["storage"]
+    assert storage == {
+        "warehouse": "s3a://carstream/warehouse",
+        "checkpointRoot": "s3a://carstream/checkpoints",
+        "s3": {
+            "endpoint": f"http://carstream-s3.{helm.NAMESPACE}.svc:7070",
+            "credentialsSecret": {"name": "carstream-s3-credentials"},
+        },
+    }
+    secret = next(o for o in objects if o["metadata"]["name"] == "carstream-s3-credentials")
+    assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    server = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "carstream-s3"
     )
+    (container,) = server["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "carstream-s3-server:1.8.0"
+    assert container["args"] == ["--port", ":7070", "--quiet", "posix", "/data"]
+    assert {e["name"] for e in container["env"]} == {"ROOT_ACCESS_KEY_ID", "ROOT_SECRET_ACCESS_KEY"}
+    job = next(o for o in objects if o["kind"] == "Job" and "s3-bucket" in o["metadata"]["name"])
+    (setup,) = job["spec"]["template"]["spec"]["containers"]
+    assert setup["command"] == [
+        "carstream",
+        "storage",
+        "check",
+        "--create-bucket",
+        "--warehouse",
+        "s3a://carstream/warehouse",
+        "--checkpoint-root",
+        "s3a://carstream/checkpoints",
+        "--s3-endpoint",
+        f"http://carstream-s3.{helm.NAMESPACE}.svc:7070",
+    ]
+    result = helm.helm(
+        "template",
+        "carstream",
+        CHART,
+        *helm.value_args([CHART / "values-local.yaml"], ["storage.warehouse=file:///data/w"]),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "storage.warehouse and storage.checkpointRoot must be s3a:// URLs" in result.stderr
 
 
 def test_operator_deployment_is_locked_down() -> None:

@@ -3,12 +3,14 @@ carstream and spark-operator images built and loaded into the nodes, the umbrell
 assembled offline (scripts/stack_chart.py, without Strimzi's chart), `helm install` with
 charts/carstream-stack/values-local.yaml into a namespace that enforces Pod Security
 `restricted`. Plus what the checks need: the custom resources' status, the Kafka topics read
-from this host through the broker's node ports, the dimension tables in the shared folder."""
+from this host through the broker's node ports, the warehouse and checkpoints in the bucket of
+the chart's S3 server through its node port."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from typing import Any
 import yaml
 
 from carstream import toolchain
-from carstream.config import KafkaSettings
+from carstream.config import KafkaSettings, S3Settings, StorageSettings
 from carstream.kafka_admin import TopicAdmin
 from carstream_operator import resources as r
 from localcluster import images
@@ -35,6 +37,10 @@ PIPELINE = "carstream"
 STACK_VALUES = REPO / "charts" / "carstream-stack" / "values-local.yaml"
 SPARK_OPERATOR_IMAGE = "carstream-spark-operator:2.5.2"
 SPARK_OPERATOR_DOCKERFILE = REPO / "build" / "images" / "spark-operator" / "Dockerfile"
+S3_SERVER_IMAGE = "carstream-s3-server:1.8.0"
+S3_SERVER_DOCKERFILE = REPO / "build" / "images" / "s3-server" / "Dockerfile"
+# Where the host reaches the chart's S3 server: node 1's address, values-local.yaml's node port.
+S3_ENDPOINT = "http://10.200.0.1:30070"
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/warn": "restricted",
@@ -44,9 +50,8 @@ POLL_SECONDS = 2.0
 
 
 # The tag the chart's values-local.yaml (and values-kind.yaml) run: the chart's appVersion.
+# Built with the Dockerfile's default jars: the Kafka connector and s3a (hadoop-aws, AWS SDK).
 CARSTREAM_IMAGE = "carstream:0.1.0"
-# The Kafka connector only: the AWS SDK bundle (686 MB) is not needed on this cluster.
-IMAGE_BUILD_ARGS = {"JAR_GROUPS": "spark-kafka"}
 
 
 def local_values() -> dict[str, Any]:
@@ -63,26 +68,27 @@ def build_carstream_image(cluster: E2ECluster) -> dict[str, float]:
         CARSTREAM_IMAGE,
         REPO / "Dockerfile",
         REPO,
-        build_args=IMAGE_BUILD_ARGS,
         secrets={"extra-ca": ca} if ca else {},
     )
     loaded = images.load_image(cluster.run, CARSTREAM_IMAGE)
     return {"image build": built, "image load (both nodes)": loaded}
 
 
-def build_spark_operator_image(cluster: E2ECluster, carstream_image: str, work: Path) -> float:
-    """build/images/spark-operator on the carstream image; the context is the binary alone."""
-    context = work / "spark-operator-context"
+def build_binary_image(
+    cluster: E2ECluster,
+    tag: str,
+    dockerfile: Path,
+    binary: str,
+    work: Path,
+    build_args: dict[str, str] | None = None,
+) -> float:
+    """An image of build/images/ whose build context is one binary of the bootstrap, built
+    and loaded into both nodes; returns how long that took."""
+    context = work / f"{binary}-context"
     context.mkdir(parents=True, exist_ok=True)
-    (context / "spark-operator").write_bytes(toolchain.binary("spark-operator").read_bytes())
-    seconds = images.build_image(
-        cluster.run,
-        SPARK_OPERATOR_IMAGE,
-        SPARK_OPERATOR_DOCKERFILE,
-        context,
-        build_args={"CARSTREAM_IMAGE": carstream_image},
-    )
-    return seconds + images.load_image(cluster.run, SPARK_OPERATOR_IMAGE)
+    (context / binary).write_bytes(toolchain.binary(binary).read_bytes())
+    seconds = images.build_image(cluster.run, tag, dockerfile, context, build_args=build_args)
+    return seconds + images.load_image(cluster.run, tag)
 
 
 def assemble_chart(work: Path) -> Path:
@@ -107,7 +113,6 @@ def assemble_chart(work: Path) -> Path:
 class Stack:
     cluster: E2ECluster
     chart: Path
-    shared_dir: Path
     values_files: tuple[Path, ...]
     installed_at: float = 0.0  # time.monotonic() when `helm install` started
     uninstalled: bool = False
@@ -143,7 +148,6 @@ class Stack:
             str(self.chart),
             f"--namespace={NAMESPACE}",
             *value_args,
-            f"--set=carstream.storage.sharedVolume.hostPath={self.shared_dir}",
         ).stdout
 
     # -- objects -----------------------------------------------------------------------------
@@ -230,10 +234,18 @@ class Stack:
         finally:
             admin.close()
 
-    @property
-    def warehouse(self) -> Path:
-        """The warehouse folder of the pods (file:///carstream-data/warehouse) on this host."""
-        return self.shared_dir / "warehouse"
+    def storage(self) -> StorageSettings:
+        """The pods' warehouse as this host reaches it: the chart's S3 server through its node
+        port. Its root keys become this process's AWS environment (boto3 reads it)."""
+        secret = self.get("secret", f"{RELEASE}-s3-credentials")["data"]
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            os.environ[name] = base64.b64decode(secret[name]).decode()
+        warehouse = local_values()["carstream"]["storage"]["warehouse"]
+        return StorageSettings(warehouse=warehouse, s3=S3Settings(endpoint=S3_ENDPOINT))
+
+    def checkpoint(self, stage: str) -> str:
+        root = local_values()["carstream"]["storage"]["checkpointRoot"]
+        return f"{root}/{PIPELINE}/{stage}"
 
 
 def create_restricted_namespace(cluster: E2ECluster) -> None:
@@ -246,21 +258,26 @@ def create_restricted_namespace(cluster: E2ECluster) -> None:
 def install(
     cluster: E2ECluster, carstream_image: str, work: Path, values: dict[str, Any]
 ) -> tuple[Stack, dict[str, float]]:
-    """The README's walkthrough on the cluster: spark-operator's image, the shared folder, the
+    """The README's walkthrough on the cluster: spark-operator's and the S3 server's images, the
     restricted namespace, the umbrella chart, `helm install` with values-local.yaml and then
     `values` (a values file's content); returns the installed stack and how long steps took."""
     timings = {
-        "spark-operator image build + load": build_spark_operator_image(
-            cluster, carstream_image, work
-        )
+        "spark-operator image build + load": build_binary_image(
+            cluster,
+            SPARK_OPERATOR_IMAGE,
+            SPARK_OPERATOR_DOCKERFILE,
+            "spark-operator",
+            work,
+            build_args={"CARSTREAM_IMAGE": carstream_image},
+        ),
+        "s3-server image build + load": build_binary_image(
+            cluster, S3_SERVER_IMAGE, S3_SERVER_DOCKERFILE, "versitygw", work
+        ),
     }
-    shared = cluster.run.root / "shared"
-    shared.mkdir(exist_ok=True)
-    shared.chmod(0o1777)  # the Spark user (uid 185) writes warehouse and checkpoints there
     create_restricted_namespace(cluster)
     extra = work / "values-extra.yaml"
     extra.write_text(yaml.safe_dump(values))
-    stack = Stack(cluster, assemble_chart(work), shared, (STACK_VALUES, extra))
+    stack = Stack(cluster, assemble_chart(work), (STACK_VALUES, extra))
     started = time.monotonic()
     notes = stack.install()
     assert "STATUS: deployed" in notes, notes

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from carstream.config import GeneratorSettings, StorageSettings, Topics
+from carstream.config import GeneratorSettings, Topics
 from carstream.stages import generate
+from carstream.storage import read_parquet
 from localcluster.layout import NODES
 from tests.e2e.harness import E2ECluster
 from tests.e2e.stack import (
@@ -168,7 +169,11 @@ def test_generate_ends_at_its_time_limit(stack: Stack) -> None:
 def _expected_windows(stack: Stack) -> tuple[dict[str, Any], Any]:
     viewer = stack.kafka("carstream-viewer")  # the chart's read-only user
     sensors = [m.value() or b"" for m in consume(viewer, TOPICS.sensors)]
-    expected = expected_outputs(sensors, read_profiles(stack.warehouse))
+    storage = stack.storage()
+    expected = expected_outputs(
+        sensors,
+        read_profiles(lambda table: read_parquet(storage.dim_path(table), storage.s3)),
+    )
     return window_counts(expected.alerts.values(), WINDOW_SECONDS, SLIDE_SECONDS), expected
 
 
@@ -230,7 +235,7 @@ def test_a_suspended_stage_resumes_from_its_checkpoint(stack: Stack) -> None:
 
     # New events while detect is away: enrich takes them, detect must pick them up later.
     admin = stack.kafka("carstream-kafka-admin")
-    cars = generate.read_car_ids(StorageSettings(warehouse=str(stack.warehouse)))
+    cars = generate.read_car_ids(stack.storage())
     report = generate.run(admin, TOPICS, GeneratorSettings(rate=100, max_events=EXTRA_EVENTS), cars)
     assert report.sent == EXTRA_EVENTS
 

@@ -27,6 +27,7 @@ from carstream.config import (
 )
 from carstream.stages import count, detect, dims, enrich, generate
 from carstream.stages.streaming import StreamJob, await_queries
+from carstream.storage import committed_offsets
 from tests.fixtures.kafka import consume, end_offsets, json_values
 from tests.fixtures.s3 import stored_keys, stored_parquet
 from tests.integration.expected import expected_outputs, read_profiles
@@ -161,6 +162,8 @@ def test_deleting_one_stages_checkpoint_starts_that_stage_over_and_no_other(
     assert first[topics.enriched] == 1000
     assert first[topics.alerts] > 0
     enrich_keys = sorted(stored_keys(s3, bucket, "checkpoints/enrich/"))
+    committed = committed_offsets(f"{root}/enrich", s3)
+    assert sum(committed[topics.sensors].values()) == 1000
 
     result = run_carstream(
         [

@@ -182,8 +182,9 @@ count:
 {{- end }}
 
 {{/*
-Spark configuration of every stage that follows from the other values: node selectors, the
-shared volume, the S3 endpoint. pipeline.sparkConf entries win over these.
+Spark configuration of every stage that follows from the other values: node selectors and the
+shared volume (s3a's settings come from the Pipeline's storage.s3, through the operator).
+pipeline.sparkConf entries win over these.
 */}}
 {{- define "carstream.derivedSparkConf" -}}
 {{- $conf := dict }}
@@ -202,19 +203,35 @@ shared volume, the S3 endpoint. pipeline.sparkConf entries win over these.
 {{- $_ := set $conf (printf "%s.mount.readOnly" $prefix) "false" }}
 {{- end }}
 {{- end }}
-{{- $s3 := .Values.storage.s3 }}
-{{- if $s3.endpoint }}
-{{- $_ := set $conf "spark.hadoop.fs.s3a.endpoint" $s3.endpoint }}
-{{- $_ := set $conf "spark.hadoop.fs.s3a.path.style.access" ($s3.pathStyleAccess | toString) }}
-{{- end }}
-{{- if $s3.credentialsSecret }}
-{{- range $role := list "driver" "executor" }}
-{{- range $key := list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" }}
-{{- $_ := set $conf (printf "spark.kubernetes.%s.secretKeyRef.%s" $role $key) (printf "%s:%s" $s3.credentialsSecret $key) }}
-{{- end }}
-{{- end }}
-{{- end }}
 {{- toYaml $conf }}
+{{- end }}
+
+{{/* The in-release S3 server (storage.s3Server): its name, Secret and selector. */}}
+{{- define "carstream.s3Server" -}}
+{{- printf "%s-s3" (include "carstream.fullname" .) }}
+{{- end }}
+
+{{- define "carstream.s3ServerSecret" -}}
+{{- printf "%s-s3-credentials" (include "carstream.fullname" .) }}
+{{- end }}
+
+{{- define "carstream.s3ServerSelector" -}}
+{{ include "carstream.selectorLabels" . }}
+app.kubernetes.io/component: s3-server
+{{- end }}
+
+{{/* The Pipeline's storage.s3: the in-release server's, or storage.s3's (JSON, may be {}). */}}
+{{- define "carstream.s3Storage" -}}
+{{- $s3 := dict }}
+{{- if .Values.storage.s3Server.enabled }}
+{{- $_ := set $s3 "endpoint" (printf "http://%s.%s.svc:%d" (include "carstream.s3Server" .) .Release.Namespace (int .Values.storage.s3Server.port)) }}
+{{- $_ := set $s3 "credentialsSecret" (dict "name" (include "carstream.s3ServerSecret" .)) }}
+{{- else }}
+{{- with .Values.storage.s3.endpoint }}{{ $_ := set $s3 "endpoint" . }}{{ end }}
+{{- with .Values.storage.s3.region }}{{ $_ := set $s3 "region" . }}{{ end }}
+{{- with .Values.storage.s3.credentialsSecret }}{{ $_ := set $s3 "credentialsSecret" (dict "name" .) }}{{ end }}
+{{- end }}
+{{- toJson $s3 }}
 {{- end }}
 
 {{/* Standalone Kafka: the StatefulSet, its headless Service and the admin's Secret. */}}
