@@ -15,9 +15,12 @@ E2E_STEPS := test spark-operator cluster
 bootstrap:
 	build/bootstrap test
 
-# What a local run needs: the Python environment and the jars, nothing else.
+# What a local run needs: the Python environment and the jars; with RUN_ARGS="--storage s3"
+# also the S3 server (a Go build).
+RUN_BOOTSTRAP := run $(if $(findstring --storage s3,$(RUN_ARGS)),s3-server)
+
 bootstrap-run:
-	build/bootstrap run
+	build/bootstrap $(RUN_BOOTSTRAP)
 
 run: bootstrap-run
 	$(VENV)/carstream run $(RUN_ARGS)

@@ -63,6 +63,8 @@ MANAGED_FLAGS = (
     "--kafka-security-protocol",
     "--kafka-sasl-mechanism",
     "--kafka-ca-file",
+    "--s3-endpoint",
+    "--s3-region",
 )
 
 
