@@ -111,7 +111,10 @@ class LocalStore:
         for folder, _, names in os.walk(root):
             for name in names:
                 path = Path(folder, name)
-                stat = path.stat()
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # a running query's temporary file, gone meanwhile
+                    continue
                 modified = datetime.fromtimestamp(stat.st_mtime, UTC)
                 found.append(StoredFile(path.relative_to(root).as_posix(), stat.st_size, modified))
         return sorted(found, key=lambda file: file.name)
@@ -302,10 +305,7 @@ def read_parquet(url: str, s3: S3Settings, columns: Sequence[str] | None = None)
     order. Raises StorageError when there is no Parquet file there."""
     location = Location.parse(url)
     store = store_for(location, s3)
-    try:
-        files = [file for file in store.files(location) if _is_data(file.name)]
-    except FileNotFoundError:
-        files = []
+    files = [file for file in store.files(location) if _is_data(file.name)]
     if not files:
         raise NothingStored(f"{url}: no Parquet files there")
     tables = [
