@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command_line(),
         "machine": machine(),
-        "cluster": "localcluster: two nodes on this host, values-local.yaml (standalone Kafka)",
+        "cluster": "localcluster: two nodes on this host, values-local.yaml (standalone Kafka; "
+        "warehouse and checkpoints in the chart's S3 server, versitygw)",
         **result,
         "setup_seconds": {name: round(seconds, 1) for name, seconds in timings.items()},
     }
