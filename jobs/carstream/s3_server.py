@@ -126,7 +126,8 @@ class S3Server:
 
     def create_user(self, access_key: str, secret_key: str, role: str = "user") -> None:
         """An IAM account (role user: no bucket of its own, only what policies grant; userplus:
-        may create buckets). Needs `users=True`."""
+        may create buckets). Needs `users=True`. `versitygw admin` takes the account's secret
+        as an argument, visible to the machine's processes: for test accounts only."""
         if self.iam_dir is None:
             raise S3ServerError("start the server with users=True to create users")
         command = [
