@@ -15,14 +15,13 @@ import atexit
 import http.client
 import os
 import secrets
-import signal
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
 from carstream import toolchain
-from carstream.broker import death_signal_setter, free_port, log_tail
+from carstream.broker import death_signal_setter, free_port, log_tail, stop_process
 from carstream.config import S3Settings
 
 REGION = "us-east-1"
@@ -73,10 +72,6 @@ class S3Server:
         """The root account as the AWS SDKs' environment variables."""
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -115,14 +110,8 @@ class S3Server:
     def stop(self) -> None:
         atexit.unregister(self.stop)
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT_SECONDS)
 
     def create_user(self, access_key: str, secret_key: str, role: str = "user") -> None:
         """An IAM account (role user: no bucket of its own, only what policies grant; userplus:

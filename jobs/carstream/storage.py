@@ -12,6 +12,7 @@ Every failure is a `StorageError` whose message is one line naming the location 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -132,9 +133,12 @@ class LocalStore:
 # S3
 
 
+@functools.lru_cache(maxsize=8)
 def s3_client(s3: S3Settings) -> Any:
-    """A boto3 S3 client for `s3`: path-style requests to an S3-compatible endpoint, a short
-    connect timeout and few retries, so that an unreachable endpoint fails within seconds."""
+    """The boto3 S3 client for `s3`, made once per process (boto3 clients are thread-safe and
+    slow to make; its credentials are resolved from the AWS chain at first use): path-style
+    requests to an S3-compatible endpoint, a short connect timeout and few retries, so that an
+    unreachable endpoint fails within seconds."""
     import boto3
     from botocore.config import Config
 
@@ -148,9 +152,9 @@ def s3_client(s3: S3Settings) -> Any:
 
 
 class S3Store:
-    def __init__(self, s3: S3Settings, client: Any = None) -> None:
+    def __init__(self, s3: S3Settings) -> None:
         self.s3 = s3
-        self.client = client if client is not None else s3_client(s3)
+        self.client = s3_client(s3)
         self.where = s3.endpoint or "AWS S3"
 
     def check(self, location: Location, *, create_bucket: bool = False) -> str:

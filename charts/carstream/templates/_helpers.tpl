@@ -211,6 +211,10 @@ pipeline.sparkConf entries win over these.
 {{- printf "%s-s3" (include "carstream.fullname" .) }}
 {{- end }}
 
+{{- define "carstream.s3ServerEndpoint" -}}
+{{- printf "http://%s.%s.svc:%d" (include "carstream.s3Server" .) .Release.Namespace (int .Values.storage.s3Server.port) }}
+{{- end }}
+
 {{- define "carstream.s3ServerSecret" -}}
 {{- printf "%s-s3-credentials" (include "carstream.fullname" .) }}
 {{- end }}
@@ -224,7 +228,7 @@ app.kubernetes.io/component: s3-server
 {{- define "carstream.s3Storage" -}}
 {{- $s3 := dict }}
 {{- if .Values.storage.s3Server.enabled }}
-{{- $_ := set $s3 "endpoint" (printf "http://%s.%s.svc:%d" (include "carstream.s3Server" .) .Release.Namespace (int .Values.storage.s3Server.port)) }}
+{{- $_ := set $s3 "endpoint" (include "carstream.s3ServerEndpoint" .) }}
 {{- $_ := set $s3 "credentialsSecret" (dict "name" (include "carstream.s3ServerSecret" .)) }}
 {{- else }}
 {{- with .Values.storage.s3.endpoint }}{{ $_ := set $s3 "endpoint" . }}{{ end }}
