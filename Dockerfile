@@ -12,9 +12,10 @@
 #
 # Build argument:
 #   JAR_GROUPS  profiles of build/pom.xml resolved into Spark's jars. Default
-#               "spark-kafka spark-s3": the Kafka connector, and hadoop-aws with the AWS SDK v2
-#               bundle (686 MB) for s3a:// on EKS. "spark-kafka" leaves S3 out (the local
-#               end-to-end cluster builds it so).
+#               "spark-kafka spark-s3 openlineage": the Kafka connector, hadoop-aws with the
+#               AWS SDK v2 bundle (686 MB) for s3a:// on EKS, and OpenLineage's Spark listener
+#               (43 MB, for a Pipeline's spark.openlineage.* sparkConf). "spark-kafka" alone
+#               leaves both out.
 # Secret:
 #   extra-ca    PEM certificates to trust besides Debian's, for networks whose HTTPS goes
 #               through a TLS-intercepting proxy:
@@ -47,7 +48,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY build/image/with-extra-ca /usr/local/bin/with-extra-ca
 COPY build/pom.xml /build/pom.xml
-ARG JAR_GROUPS="spark-kafka spark-s3"
+ARG JAR_GROUPS="spark-kafka spark-s3 openlineage"
 RUN --mount=type=secret,id=extra-ca --mount=type=cache,target=/root/.m2 \
     mkdir -p /jars \
     && for group in $JAR_GROUPS; do \
@@ -98,7 +99,7 @@ COPY --from=jars /jars/ ${SPARK_HOME}/jars/
 COPY --from=jars /broker-jars/ /opt/carstream/jars/kafka-broker/
 COPY build/image/entrypoint.sh /opt/entrypoint.sh
 COPY jobs/carstream/__main__.py /opt/carstream/main.py
-ARG JAR_GROUPS="spark-kafka spark-s3"
+ARG JAR_GROUPS="spark-kafka spark-s3 openlineage"
 RUN /opt/venv/bin/python /opt/carstream/main.py --help >/dev/null \
     && /opt/venv/bin/python -c "import carstream.cli, carstream_operator, pyspark" \
     && test -x "${SPARK_HOME}/bin/spark-submit" \
@@ -108,6 +109,7 @@ RUN /opt/venv/bin/python /opt/carstream/main.py --help >/dev/null \
         case "$group" in \
             spark-kafka) jar='spark-sql-kafka-0-10_2.13-*.jar' ;; \
             spark-s3) jar='hadoop-aws-*.jar' ;; \
+            openlineage) jar='openlineage-spark_2.13-*.jar' ;; \
             *) jar='*.jar' ;; \
         esac; \
         test -n "$(find "${SPARK_HOME}/jars" -name "$jar")" || exit 1; \

@@ -107,10 +107,11 @@ def kubeconform_schemas_dir() -> Path:
 
 
 def upstream_crds_dir() -> Path:
-    """Strimzi's and spark-operator's CRDs (folders strimzi/ and spark-operator/), made by
+    """Strimzi's, spark-operator's and prometheus-operator's CRDs (a folder each), made by
     `build/bootstrap crds` from Maven Central and the Go module proxy."""
     path = cache_dir() / "crds"
-    if not all((path / group).is_dir() for group in ("strimzi", "spark-operator")):
+    groups = ("strimzi", "spark-operator", "prometheus-operator")
+    if not all((path / group).is_dir() for group in groups):
         raise ToolchainMissing(
             f"upstream CRDs are missing from {path}: run build/bootstrap crds to make them"
         )

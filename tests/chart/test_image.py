@@ -102,7 +102,7 @@ def test_debian_bookworm_slim_is_the_only_base_and_versions_agree_with_the_pins(
         for c in COMMANDS
         if c.cmd == "ARG" and c.value[0].startswith("JAR_GROUPS=")
     }
-    assert defaults == {"spark-kafka spark-s3"}
+    assert defaults == {"spark-kafka spark-s3 openlineage"}
     for profile in defaults.pop().split():
         assert f"<id>{profile}</id>" in pom, f"build/pom.xml has no profile {profile}"
 
