@@ -116,7 +116,7 @@ def _color_family(text: str) -> tuple[str, tuple[str, ...]]:
     return name.strip().lower(), members
 
 
-def _add(
+def add_option(
     parser: argparse.ArgumentParser | Any,
     flag: str,
     *,
@@ -164,22 +164,22 @@ class KafkaSettings:
         bootstrap_help: str = "Kafka bootstrap servers, host:port[,host:port]",
     ) -> None:
         group = parser.add_argument_group("Kafka")
-        _add(group, "--bootstrap-servers", default=bootstrap_default, help=bootstrap_help)
-        _add(
+        add_option(group, "--bootstrap-servers", default=bootstrap_default, help=bootstrap_help)
+        add_option(
             group,
             "--kafka-security-protocol",
             default="PLAINTEXT",
             choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
             help="Kafka security protocol",
         )
-        _add(
+        add_option(
             group,
             "--kafka-sasl-mechanism",
             choices=("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"),
             help="SASL mechanism; credentials come only from CARSTREAM_KAFKA_USERNAME and "
             "CARSTREAM_KAFKA_PASSWORD",
         )
-        _add(
+        add_option(
             group,
             "--kafka-ca-file",
             help="PEM file of the CA that signed the brokers' certificates",
@@ -247,11 +247,11 @@ class Topics:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("topics")
         defaults = Topics()
-        _add(group, "--topic-sensors", default=defaults.sensors, help="raw sensor events")
-        _add(group, "--topic-enriched", default=defaults.enriched, help="enriched events")
-        _add(group, "--topic-alerts", default=defaults.alerts, help="alerts")
-        _add(group, "--topic-counts", default=defaults.counts, help="alert counts per window")
-        _add(group, "--topic-dlq", default=defaults.dlq, help="dead letters of every stage")
+        add_option(group, "--topic-sensors", default=defaults.sensors, help="raw sensor events")
+        add_option(group, "--topic-enriched", default=defaults.enriched, help="enriched events")
+        add_option(group, "--topic-alerts", default=defaults.alerts, help="alerts")
+        add_option(group, "--topic-counts", default=defaults.counts, help="alert counts per window")
+        add_option(group, "--topic-dlq", default=defaults.dlq, help="dead letters of every stage")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Topics:
@@ -299,7 +299,7 @@ class S3Settings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("S3 (for s3a:// locations)")
-        _add(
+        add_option(
             group,
             "--s3-endpoint",
             type=_endpoint_url,
@@ -307,7 +307,7 @@ class S3Settings:
             "requests (default: AWS S3, or AWS_ENDPOINT_URL_S3 when set). Credentials come "
             "from the AWS chain: environment, profile, web identity",
         )
-        _add(
+        add_option(
             group,
             "--s3-region",
             help="region the requests are signed for (default: AWS_REGION, else us-east-1 "
@@ -349,7 +349,7 @@ class StorageSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser, *, with_s3: bool = True) -> None:
         """`with_s3=False` when the command has the S3 options already (a streaming stage)."""
-        _add(
+        add_option(
             parser.add_argument_group("storage"),
             "--warehouse",
             default=StorageSettings.warehouse,
@@ -374,7 +374,7 @@ DEFAULT_CHECKPOINT_ROOT = f"{LOCAL_STATE_DIR}/checkpoints"
 
 
 def add_checkpoint_root(group: Any) -> None:
-    _add(
+    add_option(
         group,
         "--checkpoint-root",
         default=DEFAULT_CHECKPOINT_ROOT,
@@ -397,13 +397,13 @@ class StreamSettings:
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("streaming")
         add_checkpoint_root(group)
-        _add(
+        add_option(
             group,
             "--checkpoint-location",
             help="this stage's checkpoint (default: <checkpoint-root>/<stage>); keep it "
             "stable across restarts so nothing is lost or repeated",
         )
-        _add(
+        add_option(
             group,
             "--trigger",
             default="processingTime",
@@ -411,28 +411,28 @@ class StreamSettings:
             help="processingTime: micro-batches every interval; availableNow: drain what is "
             "there and exit; realTime: low-latency mode, interval = checkpoint interval",
         )
-        _add(
+        add_option(
             group,
             "--trigger-interval",
             default="5 seconds",
             type=interval_arg,
             help="micro-batch interval (processingTime) or checkpoint interval (realTime)",
         )
-        _add(
+        add_option(
             group,
             "--shuffle-partitions",
             default=2,
             type=positive_int_arg,
             help="spark.sql.shuffle.partitions; frozen into the checkpoint at the first run",
         )
-        _add(
+        add_option(
             group,
             "--starting-offsets",
             default="earliest",
             choices=("earliest", "latest"),
             help="where a new checkpoint starts reading its input topic",
         )
-        _add(
+        add_option(
             group,
             "--max-offsets-per-trigger",
             type=positive_int_arg,
@@ -460,14 +460,16 @@ class DimsSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("dimensions")
-        _add(
+        add_option(
             group,
             "--num-cars",
             default=20,
             type=positive_int_arg,
             help="rows of the cars dimension",
         )
-        _add(group, "--seed", default=42, type=int, help="seed: the same seed gives the same cars")
+        add_option(
+            group, "--seed", default=42, type=int, help="seed: the same seed gives the same cars"
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DimsSettings:
@@ -485,32 +487,32 @@ class GeneratorSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("generator")
-        _add(
+        add_option(
             group,
             "--rate",
             default=20.0,
             type=positive_float_arg,
             help="events per second over all cars; each tick sends one event per car",
         )
-        _add(
+        add_option(
             group,
             "--num-cars",
             type=positive_int_arg,
             help="use the first N cars of the cars dimension (default: all of them)",
         )
-        _add(
+        add_option(
             group,
             "--time-limit",
             type=positive_float_arg,
             help="stop cleanly after this many seconds",
         )
-        _add(
+        add_option(
             group,
             "--max-events",
             type=_non_negative_int,
             help="stop cleanly after this many events",
         )
-        _add(group, "--seed", type=int, help="seed for reproducible values and event ids")
+        add_option(group, "--seed", type=int, help="seed for reproducible values and event ids")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> GeneratorSettings:
@@ -532,21 +534,21 @@ class DetectSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("alert rules")
-        _add(
+        add_option(
             group,
             "--speed-limit",
             default=120,
             type=_non_negative_int,
             help="rule 'speed': speed > this",
         )
-        _add(
+        add_option(
             group,
             "--rpm-limit",
             default=6000,
             type=_non_negative_int,
             help="rule 'rpm': rpm > this",
         )
-        _add(
+        add_option(
             group,
             "--combinator",
             default="any",
@@ -580,9 +582,9 @@ class CountSettings:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("alert counter")
-        _add(group, "--window", default="15 minutes", type=interval_arg, help="window length")
-        _add(group, "--slide", default="1 minute", type=interval_arg, help="window slide")
-        _add(
+        add_option(group, "--window", default="15 minutes", type=interval_arg, help="window length")
+        add_option(group, "--slide", default="1 minute", type=interval_arg, help="window slide")
+        add_option(
             group,
             "--watermark",
             default="2 minutes",

@@ -105,7 +105,15 @@ class TopicAdmin:
 
     def end_offsets(self, topics: Iterable[str]) -> dict[str, int]:
         """Per topic, the sum of its partitions' end offsets: how many records were ever
-        written to it (compaction and retention aside). A missing topic counts 0.
+        written to it (compaction and retention aside). A missing topic counts 0."""
+        names = list(topics)
+        totals = dict.fromkeys(names, 0)
+        for (topic, _), offset in self.partition_end_offsets(names).items():
+            totals[topic] += offset
+        return totals
+
+    def partition_end_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        """The end offset of every partition of `topics` (missing topics have none).
 
         Retriable errors (a partition whose leader is still being settled, e.g. just after the
         topic was created) are retried for up to `timeout` seconds."""
@@ -113,7 +121,7 @@ class TopicAdmin:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                return self._end_offsets(names)
+                return self._partition_end_offsets(names)
             except KafkaException as error:
                 kafka_error = error.args[0]
                 settling = kafka_error.retriable() or kafka_error.code() in _LEADERSHIP_SETTLING
@@ -122,19 +130,19 @@ class TopicAdmin:
                 self._partitions.clear()
                 time.sleep(0.2)
 
-    def _end_offsets(self, names: Sequence[str]) -> dict[str, int]:
+    def _partition_end_offsets(self, names: Sequence[str]) -> dict[tuple[str, int], int]:
         request = {
             KafkaPartition(topic, partition): OffsetSpec.latest()
             for topic in names
             for partition in self.partitions(topic)
         }
-        totals = dict.fromkeys(names, 0)
         if not request:
-            return totals
+            return {}
         futures = self.client.list_offsets(request, request_timeout=self.timeout)
-        for partition, future in futures.items():
-            totals[partition.topic] += future.result().offset
-        return totals
+        return {
+            (partition.topic, partition.partition): future.result().offset
+            for partition, future in futures.items()
+        }
 
     def _wait_for_leaders(self, names: Sequence[str]) -> None:
         """Topic creation returns before every partition has a leader; wait for them."""

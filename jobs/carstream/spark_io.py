@@ -6,6 +6,7 @@ where DataFrames meet Kafka topics, Parquet folders and checkpoints.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -22,8 +23,10 @@ from pyspark.sql.streaming.listener import (
     QueryTerminatedEvent,
 )
 
-from carstream import toolchain
+from carstream import metrics, toolchain
 from carstream.config import KafkaSettings, S3Settings, StreamSettings
+from carstream.consumer_groups import OffsetCommitter
+from carstream.metrics import DEAD_LETTER_COUNT_PREFIX, RULE_COUNT_PREFIX, VALID_COUNT
 
 LOG4J_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
@@ -251,10 +254,41 @@ def describe_progress(progress: Mapping[str, Any]) -> str:
         f"{progress.get('name') or 'query'} batch {progress.get('batchId')}: {rows} read "
         f"in {seconds:.1f} s ({rate:,.0f} rows/s)"
     ]
-    for metrics in (progress.get("observedMetrics") or {}).values():
-        values = metrics.asDict() if hasattr(metrics, "asDict") else dict(metrics)
-        parts.extend(f"{name}={value or 0}" for name, value in values.items())
+    for observed in (progress.get("observedMetrics") or {}).values():
+        values = observed.asDict() if hasattr(observed, "asDict") else dict(observed)
+        parts.extend(describe_observed({name: int(value or 0) for name, value in values.items()}))
     return ", ".join(parts)
+
+
+def describe_observed(values: Mapping[str, int]) -> list[str]:
+    """A batch's observed counts: the data-quality section (valid records, dead letters by
+    kind of reason), other counts as name=value, then alerts by rule."""
+    dead = {
+        name.removeprefix(DEAD_LETTER_COUNT_PREFIX): count
+        for name, count in values.items()
+        if name.startswith(DEAD_LETTER_COUNT_PREFIX)
+    }
+    rules = {
+        name.removeprefix(RULE_COUNT_PREFIX): count
+        for name, count in values.items()
+        if name.startswith(RULE_COUNT_PREFIX)
+    }
+    parts = []
+    if VALID_COUNT in values or dead:
+        reasons = ", ".join(f"{kind} {count}" for kind, count in dead.items() if count)
+        parts.append(
+            f"quality: {values.get(VALID_COUNT, 0)} valid, {sum(dead.values())} dead letters"
+            + (f" ({reasons})" if reasons else "")
+        )
+    parts.extend(
+        f"{name}={count}"
+        for name, count in values.items()
+        if name != VALID_COUNT
+        and not name.startswith((DEAD_LETTER_COUNT_PREFIX, RULE_COUNT_PREFIX))
+    )
+    if rules:
+        parts.append("by rule: " + ", ".join(f"{rule} {count}" for rule, count in rules.items()))
+    return parts
 
 
 class ProgressLogger(StreamingQueryListener):
@@ -267,7 +301,8 @@ class ProgressLogger(StreamingQueryListener):
     def onQueryStarted(self, event: QueryStartedEvent) -> None:
         name = event.name or str(event.id)
         self.names[str(event.id)] = name
-        self.logger.info("%s started (run %s)", name, event.runId)
+        extra = {"query": name, "query_id": str(event.id)}
+        self.logger.info("%s started (run %s)", name, event.runId, extra=extra)
 
     def onQueryProgress(self, event: QueryProgressEvent) -> None:
         progress = event.progress
@@ -281,7 +316,12 @@ class ProgressLogger(StreamingQueryListener):
                     "batchDuration": progress.batchDuration,
                     "observedMetrics": progress.observedMetrics,
                 }
-            )
+            ),
+            extra={
+                "query": progress.name,
+                "query_id": str(progress.id),
+                "batch_id": progress.batchId,
+            },
         )
 
     def onQueryIdle(self, event: QueryIdleEvent) -> None:
@@ -289,7 +329,40 @@ class ProgressLogger(StreamingQueryListener):
 
     def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
         name = self.names.pop(str(event.id), str(event.id))
+        extra = {"query": name, "query_id": str(event.id)}
         if event.exception:
-            self.logger.error("%s failed: %s", name, event.exception.splitlines()[0])
+            self.logger.error("%s failed: %s", name, event.exception.splitlines()[0], extra=extra)
         else:
-            self.logger.info("%s stopped", name)
+            self.logger.info("%s stopped", name, extra=extra)
+
+
+class QueryMetrics(StreamingQueryListener):
+    """Metrics (carstream.metrics) from every progress report of the session's queries, and
+    the processed offsets committed to the queries' consumer groups (when `committer` is
+    set). An idle query (no new input) still reports that it is alive."""
+
+    def __init__(self, pipeline: str, committer: OffsetCommitter | None = None) -> None:
+        self.pipeline = pipeline
+        self.committer = committer
+        self.names: dict[str, str] = {}
+
+    def onQueryStarted(self, event: QueryStartedEvent) -> None:
+        self.names[str(event.id)] = event.name or str(event.id)
+
+    def onQueryProgress(self, event: QueryProgressEvent) -> None:
+        try:
+            progress = json.loads(event.progress.json)
+            metrics.record_progress(self.pipeline, progress)
+            if self.committer is not None:
+                offsets = metrics.processed_offsets(progress)
+                self.committer.commit(str(progress.get("name")), offsets)
+        except Exception:  # a listener that raises is dropped by Spark: log and go on
+            metrics.logger.exception("could not record the progress of a micro-batch")
+
+    def onQueryIdle(self, event: QueryIdleEvent) -> None:
+        name = self.names.get(str(event.id))
+        if name is not None:
+            metrics.record_alive(self.pipeline, name, event.timestamp)
+
+    def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
+        self.names.pop(str(event.id), None)

@@ -27,6 +27,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from carstream.metrics import DEAD_LETTER_COUNT_PREFIX, VALID_COUNT
 from carstream.schemas import KIND_DESCRIPTIONS, Field, MessageShape
 
 REASON = "reason"
@@ -36,6 +37,16 @@ SOURCE = "source"
 KAFKA_SOURCE_COLUMNS = ("key", "value", "topic", "partition", "offset")
 
 DLQ_HEADER_PREFIX = "carstream.dlq."
+REASON_KINDS: dict[str, str] = {
+    "malformed_json": "malformed JSON",
+    "missing_field": "missing field",
+    "wrong_type": "wrong type",
+    "out_of_range": "out of range",
+    "unknown_car": "unknown car",
+}
+"""Kinds of dead-letter reason (metric labels) and the text their reasons start with; a reason
+that starts with none of them is of kind `invalid`."""
+
 ISO_8601_INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 _SHOWN_VALUE_CHARS = 40
 
@@ -154,6 +165,23 @@ def parse_messages(messages: DataFrame, shape: MessageShape) -> DataFrame:
         .otherwise(_outside_generated_code(_diagnosis(F.col("_text"), parsed, shape)))
         .alias(REASON),
     )
+
+
+def quality_counts() -> list[Column]:
+    """Aggregates for `DataFrame.observe` over rows with `reason`: the valid ones (`valid`)
+    and the dead letters of each kind (`dead_letter_<kind>`, REASON_KINDS and `invalid`)."""
+    reason = F.col(REASON)
+    known = [reason.startswith(text) for text in REASON_KINDS.values()]
+    counts = [F.count_if(reason.isNull()).alias(VALID_COUNT)]
+    counts += [
+        F.count_if(check).alias(DEAD_LETTER_COUNT_PREFIX + kind)
+        for kind, check in zip(REASON_KINDS, known, strict=True)
+    ]
+    unknown = reduce(lambda left, right: left & right, (~check for check in known))
+    counts.append(
+        F.count_if(reason.isNotNull() & unknown).alias(DEAD_LETTER_COUNT_PREFIX + "invalid")
+    )
+    return counts
 
 
 def flag(rows: DataFrame, condition: Column, reason: Column) -> DataFrame:

@@ -10,16 +10,27 @@ from carstream import spark_io
 def test_progress_line_names_query_batch_rows_and_metrics() -> None:
     line = spark_io.describe_progress(
         {
-            "name": "enrich",
+            "name": "detect",
             "batchId": 4,
             "numInputRows": 1000,
             "processedRowsPerSecond": 2500.0,
             "batchDuration": 400,
-            "observedMetrics": {"enrich": Row(enriched=990, dead_letters=10)},
+            "observedMetrics": {
+                "detect": Row(
+                    valid=990,
+                    dead_letter_malformed_json=3,
+                    dead_letter_out_of_range=7,
+                    dead_letter_unknown_car=0,
+                    alerts=12,
+                    rule_speed=10,
+                    rule_gear=4,
+                )
+            },
         }
     )
-    assert (
-        line == "enrich batch 4: 1000 read in 0.4 s (2,500 rows/s), enriched=990, dead_letters=10"
+    assert line == (
+        "detect batch 4: 1000 read in 0.4 s (2,500 rows/s), quality: 990 valid, 10 dead letters "
+        "(malformed_json 3, out_of_range 7), alerts=12, by rule: speed 10, gear 4"
     )
 
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from carstream import spark_io, validation
+from carstream import metrics, spark_io, validation
 from carstream.config import CountSettings, KafkaSettings, TriggerKind, interval_seconds
 from carstream.schemas import ALERT
 from carstream.stages import StageUsageError
@@ -38,6 +38,8 @@ DEAD_LETTER_QUERY = f"{STAGE}-dead-letters"
 SUPPORTED_TRIGGERS: tuple[TriggerKind, ...] = ("processingTime", "availableNow")
 EVENT_TIMESTAMP = "event_timestamp"
 ISO_INSTANT_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"
+WindowsHandler = Callable[[list[dict[str, Any]]], None]
+"""Called with the windows of each micro-batch that updated some (count's output rows)."""
 _FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -126,8 +128,11 @@ def window_records(windows: DataFrame, topic: str) -> DataFrame:
 
 
 def dead_letter_records(messages: DataFrame, dlq_topic: str) -> DataFrame:
-    """Records of `alert-data` -> the dead letters among them, for the dead-letter topic."""
-    parsed = validation.parse_messages(messages, ALERT)
+    """Records of `alert-data` -> the dead letters among them, for the dead-letter topic. The
+    query observes the quality of every record (validation.quality_counts)."""
+    parsed = validation.parse_messages(messages, ALERT).observe(
+        DEAD_LETTER_QUERY, *validation.quality_counts()
+    )
     return validation.dead_letters(parsed, stage=STAGE, dlq_topic=dlq_topic)
 
 
@@ -153,7 +158,8 @@ def format_windows(rows: Sequence[Row], batch_id: int, columns: Sequence[str]) -
 
 
 class WindowPublisher:
-    """foreachBatch handler: writes a micro-batch's windows to Kafka, then prints them."""
+    """foreachBatch handler: writes a micro-batch's windows to Kafka, then prints them, counts
+    them in the metrics and hands them to `on_windows` (e.g. carstream run's picture)."""
 
     def __init__(
         self,
@@ -161,9 +167,14 @@ class WindowPublisher:
         topic: str,
         columns: Sequence[str],
         console: TextIO | None = None,
+        *,
+        pipeline: str = metrics.DEFAULT_PIPELINE,
+        on_windows: WindowsHandler | None = None,
     ) -> None:
         self.kafka, self.topic, self.columns = kafka, topic, list(columns)
         self.console = console
+        self.pipeline = pipeline
+        self.on_windows = on_windows
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         batch.persist()
@@ -175,6 +186,10 @@ class WindowPublisher:
             console = self.console or sys.stdout
             console.write(format_windows(rows, batch_id, self.columns))
             console.flush()
+            windows = [row.asDict() for row in rows]
+            metrics.record_windows(self.pipeline, windows)
+            if self.on_windows is not None:
+                self.on_windows(windows)
         finally:
             batch.unpersist()
 
@@ -184,9 +199,10 @@ def start(
     job: StreamJob,
     settings: CountSettings,
     console: TextIO | None = None,
+    on_windows: WindowsHandler | None = None,
 ) -> list[StreamingQuery]:
     """Starts the windows query and the dead-letter query on `spark`; returns them without
-    waiting. Windows are printed to `console` (default: stdout)."""
+    waiting. Windows are printed to `console` (default: stdout) and handed to `on_windows`."""
     require_trigger(STAGE, job.stream, SUPPORTED_TRIGGERS)
     check_settings(settings)
     spark_io.set_shuffle_partitions(spark, job.stream)
@@ -199,7 +215,14 @@ def start(
     )
     windows_query = spark_io.start_foreach_batch(
         window_counts(unique, settings),
-        WindowPublisher(job.kafka, job.topics.counts, output_columns(settings), console),
+        WindowPublisher(
+            job.kafka,
+            job.topics.counts,
+            output_columns(settings),
+            console,
+            pipeline=job.metrics.pipeline,
+            on_windows=on_windows,
+        ),
         job.stream,
         query_name=STAGE,
         checkpoint=job.checkpoint("windows"),
@@ -207,11 +230,8 @@ def start(
     )
 
     again = spark_io.read_kafka_stream(spark, job.kafka, alerts_topic, job.stream)
-    dead_letters = dead_letter_records(again, job.topics.dlq).observe(
-        DEAD_LETTER_QUERY, F.count(F.lit(1)).cast("int").alias("dead_letters")
-    )
     dead_letter_query = spark_io.start_kafka_stream(
-        dead_letters,
+        dead_letter_records(again, job.topics.dlq),
         job.kafka,
         job.stream,
         query_name=DEAD_LETTER_QUERY,

@@ -19,6 +19,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from carstream import validation
 from carstream.config import DetectSettings, Topics, TriggerKind
+from carstream.metrics import RULE_COUNT_PREFIX
 from carstream.schemas import ALERT, ENRICHED_EVENT
 from carstream.stages.streaming import (
     StreamJob,
@@ -58,6 +59,16 @@ def is_alert(settings: DetectSettings) -> Column:
     return reduce(lambda left, right: left | right, checks)
 
 
+def rule_counts(settings: DetectSettings) -> list[Column]:
+    """Aggregates for `observe` over parsed events: `alerts`, and `rule_<name>` for each rule
+    (alerts that break it)."""
+    alert = ~validation.is_dead_letter() & is_alert(settings)
+    return [F.count_if(alert).alias("alerts")] + [
+        F.count_if(alert & check).alias(RULE_COUNT_PREFIX + name)
+        for name, check in rule_checks(settings).items()
+    ]
+
+
 def detect(events: DataFrame, settings: DetectSettings) -> DataFrame:
     """Parsed enriched events (with `reason`) -> the alerts, with the column `rules`, and the
     dead letters; events that are neither are dropped."""
@@ -68,15 +79,11 @@ def detect(events: DataFrame, settings: DetectSettings) -> DataFrame:
 
 def kafka_records(messages: DataFrame, settings: DetectSettings, topics: Topics) -> DataFrame:
     """Records of `samples-enriched` -> records for `alert-data` and the dead-letter topic."""
-    parsed = validation.parse_messages(messages, ENRICHED_EVENT)
-    dead = validation.is_dead_letter()
-    alerts = detect(parsed, settings).observe(
-        STAGE,
-        F.count_if(~dead).alias("alerts"),
-        F.count_if(dead).alias("dead_letters"),
+    parsed = validation.parse_messages(messages, ENRICHED_EVENT).observe(
+        STAGE, *validation.quality_counts(), *rule_counts(settings)
     )
     return validation.to_kafka_records(
-        alerts,
+        detect(parsed, settings),
         stage=STAGE,
         output_topic=topics.alerts,
         dlq_topic=topics.dlq,

@@ -71,12 +71,7 @@ def enrich(events: DataFrame, profiles: DataFrame) -> DataFrame:
 def kafka_records(messages: DataFrame, profiles: DataFrame, topics: Topics) -> DataFrame:
     """Records of `sensors-sample` -> records for `samples-enriched` and the dead-letter topic."""
     enriched = enrich(validation.parse_messages(messages, SENSOR_EVENT), profiles)
-    dead = validation.is_dead_letter()
-    observed = enriched.observe(
-        STAGE,
-        F.count_if(~dead).alias("enriched"),
-        F.count_if(dead).alias("dead_letters"),
-    )
+    observed = enriched.observe(STAGE, *validation.quality_counts())
     return validation.to_kafka_records(
         observed,
         stage=STAGE,

@@ -25,10 +25,12 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from carstream import metrics
 from carstream.config import GeneratorSettings, KafkaSettings, StorageSettings, Topics
 from carstream.kafka_admin import client_config
+from carstream.metrics import GeneratorMetrics, MetricsSettings
 from carstream.shutdown import stop_requested_on_signals
-from carstream.stages import StageUsageError
+from carstream.stages import StageUsageError, configure_logging
 from carstream.storage import NothingStored, read_parquet
 
 STAGE = "generate"
@@ -245,6 +247,7 @@ def run(
     *,
     stop: threading.Event | None = None,
     on_progress: Callable[[int, float], None] | None = None,
+    metrics: GeneratorMetrics | None = None,
 ) -> GeneratorReport:
     """Sends events for `car_ids` until the time limit, the event limit or `stop` is set.
     Raises KafkaException at the first fatal Kafka error (FATAL_KAFKA_ERRORS: a refused login
@@ -252,7 +255,8 @@ def run(
 
     Tick k is due k * len(car_ids) / rate seconds after the start; a tick that is late is sent
     at once, so the average rate holds even when the process was briefly descheduled.
-    `on_progress(sent, elapsed_seconds)` is called every few seconds.
+    `on_progress(sent, elapsed_seconds)` is called every few seconds; `metrics` counts the
+    events sent and not delivered.
     """
     if not car_ids:
         raise ValueError("no cars to generate events for")
@@ -267,7 +271,7 @@ def run(
     failures = _Failures()
     producer = Producer(producer_config(kafka, failures))
     produce, poll, topic = producer.produce, producer.poll, topics.sensors
-    sent = ticks = 0
+    sent = ticks = counted = 0
     stopped_by = "signal"
     started = time.monotonic()
     next_log = started + LOG_EVERY_SECONDS
@@ -300,6 +304,9 @@ def run(
             if sent >= max_events:
                 break
         poll(0)
+        if metrics is not None:
+            metrics.sent(sent - counted)
+            counted = sent
         _stop_if_fatal(producer, failures)
         if on_progress is not None and now >= next_log:
             on_progress(sent, elapsed)
@@ -312,6 +319,8 @@ def run(
         )
     if unsent:
         logger.error("%d events were still unsent after %.0f s", unsent, FLUSH_TIMEOUT_SECONDS)
+    if metrics is not None:
+        metrics.failed(failures.count + unsent)
     return GeneratorReport(
         sent=sent,
         failed=failures.count + unsent,
@@ -330,14 +339,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Topics.add_arguments(parser)
     StorageSettings.add_arguments(parser)
     GeneratorSettings.add_arguments(parser)
+    MetricsSettings.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     """Exit 0 once every event sent was delivered. A missing cars dimension, a fatal Kafka
     error or an undelivered event is raised (`carstream stage` reports it and exits 1)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_logging()
     kafka, topics = KafkaSettings.from_args(args), Topics.from_args(args)
     storage, settings = StorageSettings.from_args(args), GeneratorSettings.from_args(args)
+    observed = MetricsSettings.from_args(args)
+    metrics.serve(observed)
     car_ids = choose_cars(read_car_ids(storage), settings.num_cars)
     logger.info(
         "sending %s events/s for %d cars to %s at %s",
@@ -351,7 +363,15 @@ def main(args: argparse.Namespace) -> int:
         logger.info("%d events sent in %.0f s (%.0f/s)", sent, elapsed, sent / elapsed)
 
     with stop_requested_on_signals() as signals:
-        report = run(kafka, topics, settings, car_ids, stop=signals, on_progress=log_progress)
+        report = run(
+            kafka,
+            topics,
+            settings,
+            car_ids,
+            stop=signals,
+            on_progress=log_progress,
+            metrics=GeneratorMetrics(observed.pipeline),
+        )
     logger.info(
         "stopped by %s: %d events sent in %.1f s (%.0f/s), %d not delivered",
         report.stopped_by,
