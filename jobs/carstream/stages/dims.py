@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from carstream import schemas, spark_io
 from carstream.config import DimsSettings, StorageSettings
+from carstream.lineage import LineageSettings
 from carstream.stages import StageUsageError, configure_logging
 
 CAR_MODELS_ROWS: tuple[tuple[int, str, str], ...] = (
@@ -102,14 +103,21 @@ def run(spark: SparkSession, settings: DimsSettings, storage: StorageSettings) -
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     DimsSettings.add_arguments(parser)
     StorageSettings.add_arguments(parser)
+    LineageSettings.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     settings, storage = DimsSettings.from_args(args), StorageSettings.from_args(args)
+    lineage = LineageSettings.from_args(args)
     check_num_cars(settings.num_cars)
     configure_logging()
     logger = logging.getLogger("carstream.dims")
-    spark = spark_io.spark_session("carstream-dims", with_kafka=False, s3=storage.s3_if_used)
+    spark = spark_io.spark_session(
+        "carstream-dims",
+        with_kafka=False,
+        s3=storage.s3_if_used,
+        extra_conf=lineage.local_spark_conf(),
+    )
     try:
         written = run(spark, settings, storage)
     finally:
