@@ -1,4 +1,4 @@
-"""The `carstream` command: `stage NAME`, `broker`, `kafka-setup`, `run`, `storage`."""
+"""The `carstream` command: `stage NAME`, `broker`, `kafka-setup`, `run`, `storage`, `report`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from carstream import broker_cli, kafka_setup, runner, stages, storage_cli
+from carstream import broker_cli, kafka_setup, logs, report, runner, stages, storage_cli
+from carstream.config import add_option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,18 +21,28 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_setup.add_cli(commands)
     runner.add_cli(commands)
     storage_cli.add_cli(commands)
+    report.add_cli(commands)
     _remember_parsers(parser)
     return parser
 
 
 def _remember_parsers(parser: argparse.ArgumentParser) -> None:
     """Every (sub-)command records its own parser as `command_parser`: the innermost command
-    given on the command line wins, because argparse applies a sub-parser's defaults last."""
+    given on the command line wins, because argparse applies a sub-parser's defaults last.
+    Every command that runs (a leaf) gets --log-format."""
     parser.set_defaults(command_parser=parser)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub_parser in action.choices.values():
-                _remember_parsers(sub_parser)
+    sub_commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in sub_commands:
+        for sub_parser in action.choices.values():
+            _remember_parsers(sub_parser)
+    if not sub_commands:
+        add_option(
+            parser,
+            "--log-format",
+            default="text",
+            choices=logs.LOG_FORMATS,
+            help="log lines as plain text or as one JSON object per line",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse reports leftovers with the top-level usage; the user needs the usage of
         # the command they called, which lists the flags it takes.
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    logs.configure(args.log_format)
+    logs.set_context(
+        command=args.command,
+        stage=getattr(args, "stage", None),
+        pipeline=getattr(args, "pipeline", None),
+    )
     result: int = args.handler(args)
     return result
 

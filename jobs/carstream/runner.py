@@ -41,7 +41,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from carstream import broker as embedded
-from carstream import spark_io, storage, toolchain
+from carstream import logs, metrics, spark_io, storage, toolchain
 from carstream.config import (
     ENV_PREFIX,
     LOCAL_STATE_DIR,
@@ -59,18 +59,23 @@ from carstream.config import (
     positive_int_arg,
     s3_if_used,
 )
+from carstream.consumer_groups import OffsetCommitter
 from carstream.kafka_admin import TopicAdmin
+from carstream.lineage import LineageSettings
+from carstream.metrics import GeneratorMetrics, MetricsSettings
 from carstream.progress import TopicProgress
 from carstream.s3_server import S3Server, S3ServerError
 from carstream.shutdown import StopSignals, stop_requested_on_signals
 from carstream.stages import StageUsageError, count, detect, dims, enrich, generate
 from carstream.stages.streaming import StreamJob
+from carstream.windows_chart import WindowChartWriter
 
 STATE_FOLDERS = ("warehouse", "checkpoints", "kafka", "s3")
 S3_BUCKET = "carstream"
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 SPARK_EXIT_SECONDS = 30
+logger = logging.getLogger("carstream.run")
 QUERY_STOP_GRACE_SECONDS = 15
 
 
@@ -91,6 +96,9 @@ class RunSettings:
     warehouse: str | None = None  # default: <state_dir>/warehouse
     checkpoint_root: str | None = None  # default: <state_dir>/checkpoints
     s3: S3Settings = dataclasses.field(default_factory=S3Settings)
+    metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
+    lineage: LineageSettings = dataclasses.field(default_factory=LineageSettings)
+    windows_png: Path | None = None  # --windows-png: the picture of the alert windows
 
     @property
     def storage(self) -> StorageSettings:
@@ -124,10 +132,16 @@ class _GeneratorThread(threading.Thread):
     """Runs the generator; keeps its report or its failure for the main thread."""
 
     def __init__(
-        self, kafka: KafkaSettings, topics: Topics, settings: GeneratorSettings, cars: list[int]
+        self,
+        kafka: KafkaSettings,
+        topics: Topics,
+        settings: GeneratorSettings,
+        cars: list[int],
+        pipeline: str,
     ) -> None:
         super().__init__(name="carstream-generate", daemon=True)
         self.kafka, self.topics, self.settings, self.cars = kafka, topics, settings, cars
+        self.metrics = GeneratorMetrics(pipeline)
         self.stop_event = threading.Event()
         self.report: generate.GeneratorReport | None = None
         self.error: BaseException | None = None
@@ -135,7 +149,12 @@ class _GeneratorThread(threading.Thread):
     def run(self) -> None:
         try:
             self.report = generate.run(
-                self.kafka, self.topics, self.settings, self.cars, stop=self.stop_event
+                self.kafka,
+                self.topics,
+                self.settings,
+                self.cars,
+                stop=self.stop_event,
+                metrics=self.metrics,
             )
         except BaseException as error:
             self.error = error
@@ -146,7 +165,15 @@ class _GeneratorThread(threading.Thread):
 
 
 def _say(message: str) -> None:
-    print(f"carstream run: {message}", flush=True)
+    """What the run is doing: on stdout, or as a log line with --log-format json."""
+    _print(f"carstream run: {message}", message)
+
+
+def _print(line: str, message: str | None = None) -> None:
+    if logs.is_json():
+        logger.info(message or line)
+    else:
+        print(line, flush=True)
 
 
 def run_pipeline(
@@ -192,8 +219,18 @@ def run_pipeline(
         started = time.monotonic()
         _say("starting Spark (local)")
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # all of it runs on this machine
-        spark = spark_io.spark_session("carstream-run", shuffle_partitions=2, s3=run.s3_if_used)
+        spark = spark_io.spark_session(
+            "carstream-run",
+            shuffle_partitions=2,
+            s3=run.s3_if_used,
+            extra_conf=run.lineage.local_spark_conf(),
+        )
         cleanup.callback(_stop_spark, spark)
+        committer = OffsetCommitter(kafka, run.metrics.pipeline)
+        spark.streams.addListener(spark_io.QueryMetrics(run.metrics.pipeline, committer))
+        metrics.serve(run.metrics)
+        if run.metrics.port is not None:
+            _say(f"metrics at http://{run.metrics.address}:{run.metrics.port}/metrics")
         signals.install()  # the SparkContext replaced the SIGINT handler with its own
         _say(f"Spark ready in {time.monotonic() - started:.1f} s")
         if stop.is_set():
@@ -209,24 +246,46 @@ def run_pipeline(
         if stop.is_set():
             return
 
+        chart = _windows_chart(run, count_settings, cleanup)
         queries: list[StreamingQuery] = []
         cleanup.callback(_stop_queries, queries)
-        job = StreamJob(kafka=kafka, topics=topics, stream=run.stream("enrich"))
+        job = StreamJob(
+            kafka=kafka, topics=topics, stream=run.stream("enrich"), metrics=run.metrics
+        )
         queries += enrich.start(spark, job, run.storage)
         job = dataclasses.replace(job, stream=run.stream("detect"))
         queries += detect.start(spark, job, detect_settings)
         job = dataclasses.replace(job, stream=run.stream("count"))
-        queries += count.start(spark, job, count_settings, console=sys.stdout)
+        queries += count.start(
+            spark, job, count_settings, console=sys.stdout, on_windows=chart.add if chart else None
+        )
         _say(
             f"streams started: {', '.join(q.name for q in queries)} "
             f"(trigger every {run.trigger_interval}; checkpoints under {run.checkpoints})"
         )
 
-        generator_thread = _GeneratorThread(kafka, topics, generator, cars)
+        generator_thread = _GeneratorThread(kafka, topics, generator, cars, run.metrics.pipeline)
         generator_thread.start()
         cleanup.callback(generator_thread.stop)
         _say(f"generator sending {generator.rate:g} events/s for {len(cars)} cars")
         _watch(run, admin, topics, queries, generator_thread, broker, stop)
+
+
+def _windows_chart(
+    run: RunSettings, settings: CountSettings, cleanup: ExitStack
+) -> WindowChartWriter | None:
+    """The picture of --windows-png, drawn as windows change and a last time once the
+    streams have stopped (`cleanup` closes it after stopping the queries)."""
+    if run.windows_png is None:
+        return None
+    chart = WindowChartWriter(run.windows_png, families=list(settings.color_families))
+    cleanup.callback(_close_chart, chart)
+    return chart
+
+
+def _close_chart(chart: WindowChartWriter) -> None:
+    chart.close()
+    _say(f"alert windows drawn in {chart.path} ({len(chart.counts)} windows)")
 
 
 def _start_s3_server(run: RunSettings, cleanup: ExitStack) -> RunSettings:
@@ -298,7 +357,7 @@ def _watch(
         if broker is not None and not broker.is_running():
             raise PipelineFailed(f"the Kafka broker stopped on its own (log: {broker.log_file})")
         if now >= next_report:
-            print(progress.sample().describe(now - started), flush=True)
+            _print(progress.sample().describe(now - started))
             next_report += run.progress_interval
         stop.wait(min(1.0, max(0.05, min(next_report, deadline) - time.monotonic())))
     else:
@@ -307,7 +366,7 @@ def _watch(
     if generator_thread.report is not None:
         report = generator_thread.report
         _say(f"generator sent {report.sent:,} events ({report.failed} not delivered)")
-    print(progress.sample().describe(time.monotonic() - started), flush=True)
+    _print(progress.sample().describe(time.monotonic() - started))
 
 
 def _stop_queries(queries: Sequence[StreamingQuery]) -> None:
@@ -390,7 +449,15 @@ def add_cli(commands: Any) -> None:
     DimsSettings.add_arguments(parser)
     DetectSettings.add_arguments(parser)
     CountSettings.add_arguments(parser)
+    MetricsSettings.add_arguments(parser, address="127.0.0.1")
+    LineageSettings.add_arguments(parser)
     group = parser.add_argument_group("run")
+    group.add_argument(
+        "--windows-png",
+        type=Path,
+        help="draw the alert windows (counts per window by colour family, maximum speed) in "
+        "this PNG, kept current while running",
+    )
     group.add_argument(
         "--storage",
         choices=("local", "s3"),
@@ -476,6 +543,9 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         warehouse=args.warehouse,
         checkpoint_root=args.checkpoint_root,
         s3=S3Settings.from_args(args),
+        metrics=MetricsSettings.from_args(args),
+        lineage=LineageSettings.from_args(args),
+        windows_png=args.windows_png,
     )
     generator = GeneratorSettings(
         rate=args.rate, time_limit=args.time_limit, max_events=args.max_events

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from carstream import termination
+from carstream import logs, termination
 from carstream.config import ENV_PREFIX
 
 EXIT_FAILED = 1
@@ -46,10 +46,10 @@ class StageUsageError(ValueError):
 
 
 def configure_logging() -> None:
-    """carstream's own messages from INFO up, other libraries' (py4j...) from WARNING up."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    """carstream's own messages from INFO up; the handlers (text or JSON) are `carstream`'s
+    (carstream.logs.configure), or text ones when a stage runs without it."""
+    if not logging.getLogger().handlers:
+        logs.configure()
     logging.getLogger("carstream").setLevel(logging.INFO)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from carstream import spark_io, toolchain
+from carstream import metrics, spark_io, toolchain
 from carstream.config import (
     KafkaSettings,
     S3Settings,
@@ -22,6 +22,9 @@ from carstream.config import (
     TriggerKind,
     s3_if_used,
 )
+from carstream.consumer_groups import OffsetCommitter
+from carstream.lineage import LineageSettings
+from carstream.metrics import MetricsSettings
 from carstream.shutdown import stop_requested_on_signals
 from carstream.stages import StageUsageError, configure_logging
 
@@ -38,6 +41,8 @@ class StreamJob:
     topics: Topics
     stream: StreamSettings
     s3: S3Settings = field(default_factory=S3Settings)  # for a checkpoint on s3a://
+    lineage: LineageSettings = field(default_factory=LineageSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +50,8 @@ class StreamJob:
         Topics.add_arguments(parser)
         StreamSettings.add_arguments(parser)
         S3Settings.add_arguments(parser)
+        LineageSettings.add_arguments(parser)
+        MetricsSettings.add_arguments(parser)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, stage: str) -> StreamJob:
@@ -53,6 +60,8 @@ class StreamJob:
             topics=Topics.from_args(args),
             stream=StreamSettings.from_args(args, stage),
             s3=S3Settings.from_args(args),
+            lineage=LineageSettings.from_args(args),
+            metrics=MetricsSettings.from_args(args),
         )
 
     def checkpoint(self, query: str | None = None) -> str:
@@ -138,11 +147,18 @@ def stage_main(
             f"carstream-{stage}",
             shuffle_partitions=job.stream.shuffle_partitions,
             s3=s3_if_used(job.s3, job.stream.checkpoint_location, *other_locations),
+            extra_conf=job.lineage.local_spark_conf(),
         )
     except toolchain.ToolchainMissing as error:
         print(f"carstream stage {stage}: {error}", file=sys.stderr)
         return EXIT_FAILED
     spark.streams.addListener(spark_io.ProgressLogger(logger))
+    spark.streams.addListener(
+        spark_io.QueryMetrics(
+            job.metrics.pipeline, OffsetCommitter(job.kafka, job.metrics.pipeline)
+        )
+    )
+    metrics.serve(job.metrics)
     try:
         with stop_requested_on_signals() as stop:
             ended = await_queries(start(spark), stop)
