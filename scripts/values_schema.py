@@ -160,6 +160,61 @@ def standalone_kafka_rules() -> Schema:
     }
 
 
+LABEL_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+
+
+def monitoring() -> Schema:
+    """PodMonitors, PrometheusRule, Grafana dashboard and lineage (docs/observability.md)."""
+    enabled = {"type": "boolean"}
+    return obj(
+        {
+            "labels": {
+                "type": "object",
+                "description": "labels of the PodMonitors and the PrometheusRule",
+                "propertyNames": {"pattern": LABEL_NAME},
+                "additionalProperties": string(pattern=LABEL_VALUE, maxLength=63),
+            },
+            "podMonitors": obj(
+                {
+                    "enabled": enabled,
+                    "interval": string(
+                        pattern=r"^([0-9]+(ms|s|m|h))+$", description="a duration, such as 30s"
+                    ),
+                },
+                required=["enabled"],
+            ),
+            "prometheusRule": obj({"enabled": enabled}, required=["enabled"]),
+            "lineage": obj(
+                {
+                    "transport": {"enum": ["off", "console", "http"]},
+                    "url": string(
+                        pattern=r"^(https?://[^/\s]+(/\S*)?)?$",
+                        description="the OpenLineage endpoint (Marquez: http://marquez:5000)",
+                    ),
+                    "namespace": string(description="the job namespace (default: the pipeline)"),
+                },
+                required=["transport"],
+            ),
+            "dashboard": obj(
+                {
+                    "enabled": enabled,
+                    "label": string(
+                        pattern=LABEL_NAME, description="the label Grafana's sidecar looks for"
+                    ),
+                    "labelValue": string(pattern=LABEL_VALUE, maxLength=63),
+                    "annotations": string_map("annotations of the dashboard's ConfigMap"),
+                },
+                required=["enabled"],
+            ),
+        },
+        required=["podMonitors", "prometheusRule", "dashboard"],
+    )
+
+
 def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
     kafka = obj(
         {
@@ -342,6 +397,7 @@ def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
                 {
                     "metricsPort": integer(1024, 65535),
                     "livenessPort": integer(1024, 65535),
+                    "stageMetricsPort": integer(0, 65535),
                     "apiServerPorts": {
                         "type": "array",
                         "minItems": 1,
@@ -356,6 +412,7 @@ def values_schema(pipeline_crd: Path = PIPELINE_CRD) -> Schema:
                 required=["metricsPort", "livenessPort", "apiServerPorts", "resources"],
             ),
             "pipeline": pipeline,
+            "monitoring": monitoring(),
             "test": obj(
                 {
                     "topics": {

@@ -100,6 +100,11 @@ def stage_arguments(spec: StageSpec, settings: Settings) -> list[str]:
             arguments += ["--kafka-ca-file", ca_file]
         elif kafka.ca_file:
             arguments += ["--kafka-ca-file", kafka.ca_file]
+    if uses_kafka:
+        # Names the metrics and the consumer groups (<pipeline>.<query>) after the Pipeline.
+        arguments += ["--pipeline", spec.pipeline]
+        if settings.stage_metrics_port:
+            arguments += ["--metrics-port", str(settings.stage_metrics_port)]
     if spec.s3.endpoint:
         arguments += ["--s3-endpoint", spec.s3.endpoint]
     if spec.s3.region:
@@ -130,6 +135,7 @@ EXECUTOR_CONTAINER = "spark-kubernetes-executor"
 # end of the driver's log there instead, so the stage shows its last line rather than only
 # spark-operator's exit code.
 DRIVER_TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+METRICS_PORT_NAME = "metrics"
 # What Pod Security "restricted" asks of every container.
 CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
     "allowPrivilegeEscalation": False,
@@ -205,6 +211,16 @@ def pod_template(spec: StageSpec, role: str, settings: Settings) -> dict[str, An
         container["env"] = env
     if role == "driver":
         container["terminationMessagePolicy"] = DRIVER_TERMINATION_MESSAGE_POLICY
+        if spec.job != "dims" and settings.stage_metrics_port:
+            # Spark builds its driver container on this one and keeps the port: a PodMonitor
+            # finds the stage's metrics by its name.
+            container["ports"] = [
+                {
+                    "name": METRICS_PORT_NAME,
+                    "containerPort": settings.stage_metrics_port,
+                    "protocol": "TCP",
+                }
+            ]
     return {"spec": {"securityContext": pod_security_context(settings), "containers": [container]}}
 
 

@@ -65,6 +65,8 @@ MANAGED_FLAGS = (
     "--kafka-ca-file",
     "--s3-endpoint",
     "--s3-region",
+    "--pipeline",
+    "--metrics-port",
 )
 
 

@@ -24,6 +24,9 @@ class Settings:
     namespaces: tuple[str, ...] = ()
     # Port of the Prometheus metrics (/metrics); 0 turns them off.
     metrics_port: int = 9090
+    # Port of the stages' Prometheus metrics in their driver pods (container port `metrics`,
+    # `carstream stage --metrics-port`); 0 turns them off.
+    stage_metrics_port: int = 9464
     # Port of the liveness endpoint (/healthz); 0 turns it off.
     liveness_port: int = 8080
     # Every object is reconciled at least this often, even without events.
@@ -57,7 +60,7 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        for name in ("metrics_port", "liveness_port"):
+        for name in ("metrics_port", "liveness_port", "stage_metrics_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise SettingsError(f"{name}: {port} is not a port (0-65535)")

@@ -90,24 +90,28 @@ def test_each_stage_user_may_only_touch_the_topics_it_reads_and_writes() -> None
         "carstream-viewer",
     }
     group = "group:spark-kafka-source-"
+    lag = "group:carstream."  # <pipeline>.<query>: the groups the stages commit to
     assert _acls(users["carstream-generate"]) == {"topic:sensors-sample": {"Write", "Describe"}}
     assert _acls(users["carstream-enrich"]) == {
         "topic:sensors-sample": {"Read", "Describe"},
         "topic:samples-enriched": {"Write", "Describe"},
         "topic:sensors-dlq": {"Write", "Describe"},
         group: {"Read"},
+        lag: {"Read", "Describe"},
     }
     assert _acls(users["carstream-detect"]) == {
         "topic:samples-enriched": {"Read", "Describe"},
         "topic:alert-data": {"Write", "Describe"},
         "topic:sensors-dlq": {"Write", "Describe"},
         group: {"Read"},
+        lag: {"Read", "Describe"},
     }
     assert _acls(users["carstream-count"]) == {
         "topic:alert-data": {"Read", "Describe"},
         "topic:alert-counts": {"Write", "Describe"},
         "topic:sensors-dlq": {"Write", "Describe"},
         group: {"Read"},
+        lag: {"Read", "Describe"},
     }
     viewer = _acls(users["carstream-viewer"])
     assert all(ops <= {"Read", "Describe"} for ops in viewer.values())

@@ -26,7 +26,9 @@ def stage(name: str, **pipeline_overrides: object) -> StageSpec:
     return StageSpec.from_dict(specs[name])
 
 
-def application(spec: StageSpec, run: int = 1, restarts: int = 0) -> dict:
+def application(
+    spec: StageSpec, run: int = 1, restarts: int = 0, settings: Settings = SETTINGS
+) -> dict:
     return builders.spark_application(
         name=r.application_name("demo-" + spec.stage, run),
         namespace="ns",
@@ -34,7 +36,7 @@ def application(spec: StageSpec, run: int = 1, restarts: int = 0) -> dict:
         spec=spec,
         run=run,
         restarts=restarts,
-        settings=SETTINGS,
+        settings=settings,
     )
 
 
@@ -205,6 +207,10 @@ def test_streaming_stages_get_a_stable_checkpoint_and_their_trigger() -> None:
         "carstream-kafka-bootstrap:9092",
         "--kafka-security-protocol",
         "PLAINTEXT",
+        "--pipeline",
+        "demo",
+        "--metrics-port",
+        "9464",
         "--checkpoint-location",
         "s3a://carstream-test/checkpoints/demo/count",
         "--trigger",
@@ -216,6 +222,19 @@ def test_streaming_stages_get_a_stable_checkpoint_and_their_trigger() -> None:
     ]
     again = application(stage("count"), run=7, restarts=3)["spec"]["arguments"]
     assert again == arguments
+
+
+def test_stages_serve_metrics_on_a_named_driver_port() -> None:
+    detect = application(stage("detect"))["spec"]
+    (driver,) = detect["driver"]["template"]["spec"]["containers"]
+    assert driver["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    (executor,) = detect["executor"]["template"]["spec"]["containers"]
+    assert "ports" not in executor
+    dims = application(stage("dims"))["spec"]
+    assert "ports" not in dims["driver"]["template"]["spec"]["containers"][0]
+    off = application(stage("detect"), settings=Settings(stage_metrics_port=0))["spec"]
+    assert "--metrics-port" not in off["arguments"] and "--pipeline" in off["arguments"]
+    assert "ports" not in off["driver"]["template"]["spec"]["containers"][0]
 
 
 def test_each_job_gets_only_the_flags_it_accepts() -> None:

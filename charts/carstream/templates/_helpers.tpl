@@ -142,6 +142,13 @@ topics it reads and writes; the viewer may read every topic. Both Kafka modes us
     name: {{ $root.Values.kafka.consumerGroupPrefix | quote }}
     patternType: prefix
   operations: [Read]
+# The stage commits what it has processed to <pipeline>.<query> for lag tools
+# (docs/observability.md).
+- resource:
+    type: group
+    name: {{ printf "%s." (include "carstream.pipelineName" $root) | quote }}
+    patternType: prefix
+  operations: [Read, Describe]
 {{- end }}
 {{- end }}
 {{- end }}
@@ -193,6 +200,15 @@ pipeline.sparkConf entries win over these.
 {{- end }}
 {{- range $key, $value := .Values.spark.executorNodeSelector }}
 {{- $_ := set $conf (printf "spark.kubernetes.executor.node.selector.%s" $key) $value }}
+{{- end }}
+{{- $lineage := .Values.monitoring.lineage }}
+{{- if ne $lineage.transport "off" }}
+{{- $_ := set $conf "spark.extraListeners" "io.openlineage.spark.agent.OpenLineageSparkListener" }}
+{{- $_ := set $conf "spark.openlineage.transport.type" $lineage.transport }}
+{{- $_ := set $conf "spark.openlineage.namespace" (default (include "carstream.pipelineName" .) $lineage.namespace) }}
+{{- if eq $lineage.transport "http" }}
+{{- $_ := set $conf "spark.openlineage.transport.url" (required "monitoring.lineage.url is required with transport http" $lineage.url) }}
+{{- end }}
 {{- end }}
 {{- $volume := .Values.storage.sharedVolume }}
 {{- if $volume.enabled }}
@@ -334,4 +350,14 @@ capabilities:
     secretKeyRef:
       name: {{ $secret }}
       key: password
+{{- end }}
+
+{{/* Strimzi mode with monitoring.podMonitors: the ConfigMap (and its key) with the JMX
+exporter rules of the Kafka pods, which the Kafka resource's metricsConfig names. */}}
+{{- define "carstream.kafkaMetricsConfigMap" -}}
+{{- printf "%s-kafka-metrics" (include "carstream.kafkaCluster" .) }}
+{{- end }}
+
+{{- define "carstream.kafkaMetricsConfigKey" -}}
+kafka-metrics-config.yml
 {{- end }}
