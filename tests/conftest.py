@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.kube",
     "tests.fixtures.s3",
+    "tests.fixtures.prometheus",
 ]

@@ -165,13 +165,19 @@ def read_to_end(
     kafka: KafkaSettings, topic: str, *, timeout: float = 60.0, batch: int = 10_000
 ) -> list[Message]:
     """Every record of `topic` from its first offset to the end offsets it has now, ordered by
-    partition and offset. The consumer group (which commits nothing) starts with the SASL
-    user's name, the group prefix a user's ACLs usually allow (the chart's viewer's do)."""
+    partition and offset; never creates the topic. The consumer group (which commits nothing)
+    starts with the SASL user's name, the group prefix a user's ACLs usually allow (the
+    chart's viewer's do)."""
     admin = TopicAdmin(kafka, timeout=timeout)
-    partitions = admin.partitions(topic)
-    admin.close()
-    if not partitions:
-        raise KafkaException(f"topic {topic} does not exist")
+    try:
+        # Asking for one topic's metadata makes a broker with auto.create.topics.enable (the
+        # embedded one) create it: look for it among all topics.
+        if topic not in admin.client.list_topics(timeout=timeout).topics:
+            raise KafkaException(f"topic {topic} does not exist")
+        # Waits until every partition has a leader (a new topic's may still be settling).
+        partitions = sorted(p for _, p in admin.partition_end_offsets([topic]))
+    finally:
+        admin.close()
     consumer = Consumer(
         {
             **client_config(kafka),

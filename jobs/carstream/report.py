@@ -16,36 +16,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaException
 
 from carstream.config import KafkaSettings, Topics, positive_float_arg
-from carstream.kafka_admin import TopicAdmin, read_to_end
+from carstream.kafka_admin import read_to_end
 from carstream.windows_chart import WindowCounts, draw
 
 EXIT_FAILED = 1
 DEFAULT_TIMEOUT_SECONDS = 60.0
 
 
-def read_topic(kafka: KafkaSettings, topic: str, timeout: float) -> list[Message]:
-    """Every record of `topic` up to its current end; never creates the topic."""
-    admin = TopicAdmin(kafka, timeout=timeout)
-    try:
-        # Asking for one topic's metadata makes a broker with auto.create.topics.enable (the
-        # embedded one) create it: look for it among all topics first.
-        if topic not in admin.client.list_topics(timeout=timeout).topics:
-            raise KafkaException(f"topic {topic} does not exist")
-        # read_to_end fails on a partition whose leader is still being settled (a new topic);
-        # end_offsets waits until every partition answers.
-        admin.end_offsets([topic])
-    finally:
-        admin.close()
-    return read_to_end(kafka, topic, timeout=timeout)
-
-
 def report(args: argparse.Namespace) -> int:
     kafka, topic = KafkaSettings.from_args(args), Topics.from_args(args).counts
     try:
-        messages = read_topic(kafka, topic, args.timeout)
+        messages = read_to_end(kafka, topic, timeout=args.timeout)
     except (KafkaException, TimeoutError) as error:
         print(f"carstream report: cannot read {topic}: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -320,5 +320,5 @@ def test_lineage_values_become_the_pipelines_openlineage_spark_conf() -> None:
     assert conf["spark.openlineage.transport.type"] == "http"
     assert conf["spark.openlineage.transport.url"] == "http://marquez:5000"
     assert conf["spark.openlineage.namespace"] == "carstream"
-    with pytest.raises(helm.ToolFailed, match="monitoring.lineage.url is required"):
+    with pytest.raises(helm.ToolFailed, match=r"monitoring\.lineage\.url is required"):
         render(set_values=["monitoring.lineage.transport=http"])

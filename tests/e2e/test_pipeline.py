@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
 
 from carstream.config import GeneratorSettings, Topics
 from carstream.stages import generate
@@ -129,6 +130,37 @@ def test_the_stages_start_in_dependency_order(stack: Stack, timings: dict[str, f
         POLL_SECONDS,
     )
     timings["helm install -> first window on alert-counts"] = time.monotonic() - stack.installed_at
+
+
+def test_a_driver_serves_its_stages_metrics(stack: Stack) -> None:
+    """What `carstream run --metrics-port` serves locally, a driver pod serves on its port
+    `metrics` (read through the API server's pod proxy)."""
+    detect = stack.stage("detect")
+    driver = stack.driver_pod(detect["application"])
+    assert driver is not None, f"no driver pod of {detect['application']}"
+    (port,) = [
+        p["containerPort"]
+        for c in driver["spec"]["containers"]
+        for p in c.get("ports", [])
+        if p["name"] == "metrics"
+    ]
+    path = f"/api/v1/namespaces/{NAMESPACE}/pods/{driver['metadata']['name']}:{port}/proxy/metrics"
+
+    def batches_counted() -> str | None:
+        text = stack.kubectl("get", "--raw", path)
+        return text if "carstream_query_batches_total{" in text else None
+
+    text = wait_for(batches_counted, "detect's first counted micro-batch", STARTING, POLL_SECONDS)
+    samples = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("pipeline") == PIPELINE and sample.labels.get("stage") == "detect"
+    ]
+    lag = {s.labels["topic"] for s in samples if s.name == "carstream_query_consumer_lag_records"}
+    assert lag == {TOPICS.enriched}
+    outcomes = {s.labels["outcome"] for s in samples if s.name == "carstream_stage_records_total"}
+    assert "valid" in outcomes
 
 
 def test_a_killed_enrich_driver_is_replaced_with_backoff(
