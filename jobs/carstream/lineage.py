@@ -18,7 +18,10 @@ What the listener cannot name: the output topics of a Kafka sink that takes each
 from its `topic` column (every carstream stage writes its output and the dead-letter topic
 that way). OpenLineage 1.53's Kafka write support reads only the sink's `topic` option
 (WriteToDataSourceV2Visitor: "Both topic and bootstrapServers need to be present in order to
-construct an output dataset"), so those events have inputs and no outputs.
+construct an output dataset"), so those events have inputs and no outputs. carstream fills
+the gap with events of its own, one job per streaming query (`<namespace>` / `carstream.<query>`,
+START when the query starts, COMPLETE or FAIL when it ends), naming what the query reads and
+writes (StageLineage, through the same transport; producer PRODUCER).
 
 `read_events` and `datasets` read back what the file transport wrote (one JSON event a line).
 """
@@ -27,15 +30,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import threading
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from carstream import toolchain
-from carstream.config import add_option
+from carstream.config import StorageSettings, Topics, add_option, is_s3
 from carstream.stages import StageUsageError
 
 Transport = Literal["off", "console", "file", "http"]
@@ -45,6 +52,19 @@ LISTENER = "io.openlineage.spark.agent.OpenLineageSparkListener"
 JAR_GROUP = "openlineage"
 DEFAULT_NAMESPACE = "carstream"  # the pipeline's name
 DEFAULT_HTTP_ENDPOINT = "/api/v1/lineage"
+PRODUCER = "urn:carstream:stage-lineage"
+SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+logger = logging.getLogger("carstream.lineage")
+
+# What each streaming query reads and writes (roles of config.Topics), as the chart's ACLs
+# (carstream.stageTopics) grant them.
+QUERY_TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "enrich": (("sensors",), ("enriched", "dlq")),
+    "detect": (("enriched",), ("alerts", "dlq")),
+    "count": (("alerts",), ("counts",)),
+    "count-dead-letters": (("alerts",), ("dlq",)),
+}
+QUERY_TABLES: dict[str, tuple[str, ...]] = {"enrich": ("car_models", "car_colors", "cars")}
 
 DatasetId = tuple[str, str]
 """(namespace, name) of a dataset, as OpenLineage names it."""
@@ -191,3 +211,83 @@ def datasets(
         inputs |= _ids(event.get("inputs"))
         outputs |= _ids(event.get("outputs"))
     return inputs, outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# carstream's own events: what each streaming query reads and writes
+
+
+def kafka_dataset(bootstrap_servers: str, topic: str) -> DatasetId:
+    """A topic as OpenLineage names it: namespace kafka://<first bootstrap server>."""
+    return (f"kafka://{bootstrap_servers.split(',')[0].strip()}", topic)
+
+
+def storage_dataset(location: str) -> DatasetId:
+    """A folder or s3a:// table as OpenLineage names it: (file, path) or (s3://bucket, key)."""
+    if is_s3(location):
+        bucket, _, key = location.split("://", 1)[1].partition("/")
+        return (f"s3://{bucket}", key.rstrip("/"))
+    return ("file", os.path.abspath(location))
+
+
+def query_datasets(
+    query: str, bootstrap_servers: str, topics: Topics, storage: StorageSettings | None
+) -> tuple[list[DatasetId], list[DatasetId]]:
+    """(inputs, outputs) of a streaming query of the pipeline (QUERY_TOPICS, QUERY_TABLES)."""
+    reads, writes = QUERY_TOPICS.get(query, ((), ()))
+    inputs = [kafka_dataset(bootstrap_servers, getattr(topics, role)) for role in reads]
+    if storage is not None:
+        inputs += [storage_dataset(storage.dim_path(t)) for t in QUERY_TABLES.get(query, ())]
+    outputs = [kafka_dataset(bootstrap_servers, getattr(topics, role)) for role in writes]
+    return inputs, outputs
+
+
+class StageLineage:
+    """Sends carstream's run events through the settings' transport: appended to the file,
+    logged (console) or POSTed (http). A failure to send is logged, never raised."""
+
+    def __init__(self, settings: LineageSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+
+    def event(
+        self,
+        event_type: str,
+        job: str,
+        run_id: str,
+        inputs: Iterable[DatasetId] = (),
+        outputs: Iterable[DatasetId] = (),
+    ) -> dict[str, Any]:
+        return {
+            "eventType": event_type,
+            "eventTime": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "producer": PRODUCER,
+            "schemaURL": SCHEMA_URL,
+            "run": {"runId": run_id},
+            "job": {"namespace": self.settings.namespace, "name": job},
+            "inputs": [{"namespace": ns, "name": name} for ns, name in inputs],
+            "outputs": [{"namespace": ns, "name": name} for ns, name in outputs],
+        }
+
+    def send(self, event: Mapping[str, Any]) -> None:
+        if not self.settings.enabled:
+            return
+        line = json.dumps(event, separators=(",", ":"))
+        try:
+            if self.settings.transport == "file":
+                assert self.settings.file is not None
+                with self._lock, open(self.settings.file, "a", encoding="utf-8") as file:
+                    file.write(line + "\n")
+            elif self.settings.transport == "http":
+                conf = self.settings.spark_conf()
+                url = conf["spark.openlineage.transport.url"]
+                url += conf["spark.openlineage.transport.endpoint"]
+                request = urllib.request.Request(
+                    url, line.encode(), {"Content-Type": "application/json"}, method="POST"
+                )
+                with urllib.request.urlopen(request, timeout=10):
+                    pass
+            else:
+                logger.info("OpenLineage event: %s", line)
+        except OSError as error:
+            logger.warning("could not send a lineage event of %s: %s", event["job"], error)

@@ -67,7 +67,7 @@ from carstream.progress import TopicProgress
 from carstream.s3_server import S3Server, S3ServerError
 from carstream.shutdown import StopSignals, stop_requested_on_signals
 from carstream.stages import StageUsageError, count, detect, dims, enrich, generate
-from carstream.stages.streaming import StreamJob
+from carstream.stages.streaming import StreamJob, add_lineage_listener
 from carstream.windows_chart import WindowChartWriter
 
 STATE_FOLDERS = ("warehouse", "checkpoints", "kafka", "s3")
@@ -250,8 +250,13 @@ def run_pipeline(
         queries: list[StreamingQuery] = []
         cleanup.callback(_stop_queries, queries)
         job = StreamJob(
-            kafka=kafka, topics=topics, stream=run.stream("enrich"), metrics=run.metrics
+            kafka=kafka,
+            topics=topics,
+            stream=run.stream("enrich"),
+            lineage=run.lineage,
+            metrics=run.metrics,
         )
+        add_lineage_listener(spark, job, run.storage)
         queries += enrich.start(spark, job, run.storage)
         job = dataclasses.replace(job, stream=run.stream("detect"))
         queries += detect.start(spark, job, detect_settings)

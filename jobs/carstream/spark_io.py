@@ -23,7 +23,7 @@ from pyspark.sql.streaming.listener import (
     QueryTerminatedEvent,
 )
 
-from carstream import metrics, toolchain
+from carstream import lineage, metrics, toolchain
 from carstream.config import KafkaSettings, S3Settings, StreamSettings
 from carstream.consumer_groups import OffsetCommitter
 from carstream.metrics import DEAD_LETTER_COUNT_PREFIX, RULE_COUNT_PREFIX, VALID_COUNT
@@ -366,3 +366,35 @@ class QueryMetrics(StreamingQueryListener):
 
     def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
         self.names.pop(str(event.id), None)
+
+
+class QueryLineage(StreamingQueryListener):
+    """carstream's lineage events (carstream.lineage.StageLineage) of the session's queries:
+    START with what the query reads and writes (`datasets(query name)` -> inputs, outputs)
+    when it starts, COMPLETE or FAIL when it ends; the query's run id is the event's."""
+
+    def __init__(
+        self,
+        events: lineage.StageLineage,
+        datasets: Callable[[str], tuple[list[lineage.DatasetId], list[lineage.DatasetId]]],
+    ) -> None:
+        self.events = events
+        self.datasets = datasets
+        self.names: dict[str, str] = {}
+
+    def onQueryStarted(self, event: QueryStartedEvent) -> None:
+        name = event.name or str(event.id)
+        self.names[str(event.id)] = name
+        inputs, outputs = self.datasets(name)
+        self.events.send(self.events.event("START", name, str(event.runId), inputs, outputs))
+
+    def onQueryProgress(self, event: QueryProgressEvent) -> None:
+        pass
+
+    def onQueryIdle(self, event: QueryIdleEvent) -> None:
+        pass
+
+    def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
+        name = self.names.pop(str(event.id), str(event.id))
+        ended = "FAIL" if event.exception else "COMPLETE"
+        self.events.send(self.events.event(ended, name, str(event.runId)))

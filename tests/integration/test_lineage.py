@@ -1,5 +1,6 @@
 """OpenLineage: `carstream stage dims` and `carstream stage enrich` with `--lineage file` write
-events whose inputs and outputs name the Parquet tables and the Kafka topics they use.
+events whose inputs and outputs name the Parquet tables and the Kafka topics they use (those
+of OpenLineage's Spark listener, and carstream's own for the topics a query writes).
 
 The stages run as child processes: the listener is a jar and a `spark.extraListeners` entry
 that only a new Spark session can take, and the test run's shared session is already up.
@@ -64,21 +65,31 @@ def test_the_file_transport_names_the_topics_and_tables_each_stage_reads_and_wri
     recorded = lineage.read_events(enrich_events)
     assert {event["job"]["namespace"] for event in recorded} == {"carstream"}
     broker = f"kafka://{kafka.bootstrap_servers.split(',')[0]}"
-    inputs, outputs = lineage.datasets(recorded)
-    assert inputs == tables | {(broker, topics.sensors)}
+    read = {(broker, topics.sensors)}
+    written = {(broker, topics.enriched), (broker, topics.dlq)}
+    assert lineage.datasets(recorded) == (tables | read, written)
+
+    spark_events = [event for event in recorded if event["producer"] != lineage.PRODUCER]
     streaming = [
         event
-        for event in recorded
+        for event in spark_events
         if event["job"].get("facets", {}).get("jobType", {}).get("processingType") == "STREAMING"
     ]
     assert {event["eventType"] for event in streaming} >= {"START", "COMPLETE"}
-    assert lineage.datasets(streaming)[0] == {(broker, topics.sensors)}
-    # The outputs: OpenLineage 1.53 names a Kafka sink's topic only from the sink's `topic`
-    # option; enrich routes each row by its `topic` column (samples-enriched or the dead-letter
-    # topic), so its events name no output (carstream.lineage's docstring). The day an
-    # OpenLineage release names them, this fails: then assert
-    # outputs == {(broker, topics.enriched), (broker, topics.dlq)}.
-    assert outputs == set()
+    assert lineage.datasets(streaming)[0] == read
+    # OpenLineage's listener names a Kafka sink's topic only from the sink's `topic` option;
+    # enrich routes each row by its `topic` column (samples-enriched or the dead-letter topic),
+    # so the listener names no output (carstream.lineage's docstring) and carstream's own
+    # events do. The day an OpenLineage release names them, this fails: drop it then.
+    assert lineage.datasets(spark_events)[1] == set()
+
+    ours = [event for event in recorded if event["producer"] == lineage.PRODUCER]
+    assert [(event["eventType"], event["job"]["name"]) for event in ours] == [
+        ("START", "enrich"),
+        ("COMPLETE", "enrich"),
+    ]
+    assert lineage.datasets(ours[:1]) == (tables | read, written)
+    assert ours[0]["run"]["runId"] == ours[1]["run"]["runId"]
 
 
 def test_the_settings_turn_into_the_listener_configuration(tmp_path: Path) -> None:
@@ -115,3 +126,19 @@ def test_lineage_file_without_a_path_is_a_usage_error(tmp_path: Path) -> None:
     result = run_carstream(["stage", "dims", "--warehouse", str(tmp_path), "--lineage", "file"])
     assert result.returncode == 2
     assert "--lineage file needs --lineage-file" in result.stderr
+
+
+def test_query_datasets_name_topics_and_tables_as_openlineage_does() -> None:
+    topics, storage = Topics(), StorageSettings(warehouse="s3a://bucket/data/")
+    inputs, outputs = lineage.query_datasets("enrich", "k1:9092,k2:9092", topics, storage)
+    assert inputs == [
+        ("kafka://k1:9092", "sensors-sample"),
+        ("s3://bucket", "data/dims/car_models"),
+        ("s3://bucket", "data/dims/car_colors"),
+        ("s3://bucket", "data/dims/cars"),
+    ]
+    assert outputs == [("kafka://k1:9092", "samples-enriched"), ("kafka://k1:9092", "sensors-dlq")]
+    assert lineage.query_datasets("count-dead-letters", "k:1", topics, None) == (
+        [("kafka://k:1", "alert-data")],
+        [("kafka://k:1", "sensors-dlq")],
+    )

@@ -109,4 +109,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     job, storage = StreamJob.from_args(args, STAGE), StorageSettings.from_args(args)
     require_trigger(STAGE, job.stream, SUPPORTED_TRIGGERS)
-    return stage_main(STAGE, job, lambda spark: start(spark, job, storage), storage.warehouse)
+    return stage_main(STAGE, job, lambda spark: start(spark, job, storage), storage)

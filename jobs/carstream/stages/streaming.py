@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from carstream import metrics, spark_io, toolchain
+from carstream import lineage, metrics, spark_io, toolchain
 from carstream.config import (
     KafkaSettings,
     S3Settings,
+    StorageSettings,
     StreamSettings,
     Topics,
     TriggerKind,
@@ -129,24 +130,41 @@ def await_queries(
         stop_all(queries)
 
 
+def add_lineage_listener(
+    spark: SparkSession, job: StreamJob, storage: StorageSettings | None
+) -> None:
+    """With --lineage, carstream's events of each query: what it reads and writes."""
+    if job.lineage.enabled:
+        spark.streams.addListener(
+            spark_io.QueryLineage(
+                lineage.StageLineage(job.lineage),
+                lambda query: lineage.query_datasets(
+                    query, job.kafka.bootstrap_servers, job.topics, storage
+                ),
+            )
+        )
+
+
 def stage_main(
     stage: str,
     job: StreamJob,
     start: Callable[[SparkSession], list[StreamingQuery]],
-    *other_locations: str,
+    storage: StorageSettings | None = None,
 ) -> int:
     """`carstream stage NAME` for a streaming stage: a session, the queries, progress logged
     one line per micro-batch, until the queries end (exit 0) or Ctrl+C / SIGTERM stops them
     (130). A failure (a query's, a missing dimension) is raised: `carstream stage` reports it
-    (carstream.stages.report_failure) and exits 1. `other_locations`: what the stage reads
-    besides its checkpoint (the warehouse), for s3a."""
+    (carstream.stages.report_failure) and exits 1. `storage`: the warehouse the stage reads
+    (enrich), for s3a and lineage."""
     configure_logging()
     logger = logging.getLogger(f"carstream.{stage}")
     try:
         spark = spark_io.spark_session(
             f"carstream-{stage}",
             shuffle_partitions=job.stream.shuffle_partitions,
-            s3=s3_if_used(job.s3, job.stream.checkpoint_location, *other_locations),
+            s3=s3_if_used(
+                job.s3, job.stream.checkpoint_location, *([storage.warehouse] if storage else [])
+            ),
             extra_conf=job.lineage.local_spark_conf(),
         )
     except toolchain.ToolchainMissing as error:
@@ -159,6 +177,7 @@ def stage_main(
         )
     )
     metrics.serve(job.metrics)
+    add_lineage_listener(spark, job, storage)
     try:
         with stop_requested_on_signals() as stop:
             ended = await_queries(start(spark), stop)
