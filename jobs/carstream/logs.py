@@ -61,6 +61,10 @@ def configure(log_format: str = "text") -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("carstream").setLevel(logging.INFO)
+    # py4j logs, with a traceback, every exception that a Python callback (a foreachBatch
+    # function, a query listener) raises back to Spark; Spark then fails the query with it,
+    # which the stage reports. Stopping a query in the middle of a micro-batch makes one.
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
 
 
 def is_json() -> bool:

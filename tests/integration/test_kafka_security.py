@@ -62,7 +62,9 @@ def test_setup_creates_the_topics_users_and_exactly_the_planned_acls(setup: Setu
     for user in setup.plan.users:
         assert f"user {user.name}: created (SCRAM-SHA-512)" in output
     assert "topic sensors-sample: created, 3 partitions" in output
-    assert "as planned: 5 topics, 5 users, 34 ACLs" in output
+    # Each reading stage: Read+Describe on its topic, Read on the Spark source group prefix and
+    # Read+Describe on its <pipeline>. groups (lag commits).
+    assert "as planned: 5 topics, 5 users, 40 ACLs" in output
 
     admin = admin_client(setup)
     for user in setup.plan.users:
@@ -80,7 +82,7 @@ def test_running_setup_again_changes_nothing(setup: Setup) -> None:
     again = setup.run()
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.splitlines() == [
-        "carstream kafka-setup: no change; as planned: 5 topics, 5 users, 34 ACLs"
+        "carstream kafka-setup: no change; as planned: 5 topics, 5 users, 40 ACLs"
     ]
 
 
