@@ -193,8 +193,9 @@ def record_progress(pipeline: str, progress: Mapping[str, Any]) -> None:
     for (topic, partition), behind in consumer_lag(progress).items():
         LAG.labels(*labels, topic, str(partition)).set(behind)
     watermark = (progress.get("eventTime") or {}).get("watermark")
-    if watermark and _epoch_seconds(watermark) > 0:
-        WATERMARK_DELAY.labels(*labels).set(max(0.0, at - _epoch_seconds(watermark)))
+    watermark_at = _epoch_seconds(watermark) if watermark else 0.0
+    if watermark_at > 0:  # the epoch until the query's first watermark
+        WATERMARK_DELAY.labels(*labels).set(max(0.0, at - watermark_at))
     operators = progress.get("stateOperators") or []
     if operators:
         STATE_ROWS.labels(*labels).set(sum(int(op.get("numRowsTotal") or 0) for op in operators))

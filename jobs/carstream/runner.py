@@ -41,7 +41,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from carstream import broker as embedded
-from carstream import logs, metrics, spark_io, storage, toolchain
+from carstream import logs, spark_io, storage, toolchain
 from carstream.config import (
     ENV_PREFIX,
     LOCAL_STATE_DIR,
@@ -59,7 +59,6 @@ from carstream.config import (
     positive_int_arg,
     s3_if_used,
 )
-from carstream.consumer_groups import OffsetCommitter
 from carstream.kafka_admin import TopicAdmin
 from carstream.lineage import LineageSettings
 from carstream.metrics import GeneratorMetrics, MetricsSettings
@@ -67,7 +66,7 @@ from carstream.progress import TopicProgress
 from carstream.s3_server import S3Server, S3ServerError
 from carstream.shutdown import StopSignals, stop_requested_on_signals
 from carstream.stages import StageUsageError, count, detect, dims, enrich, generate
-from carstream.stages.streaming import StreamJob, add_lineage_listener
+from carstream.stages.streaming import StreamJob, observe_queries
 from carstream.windows_chart import WindowChartWriter
 
 STATE_FOLDERS = ("warehouse", "checkpoints", "kafka", "s3")
@@ -226,11 +225,6 @@ def run_pipeline(
             extra_conf=run.lineage.local_spark_conf(),
         )
         cleanup.callback(_stop_spark, spark)
-        committer = OffsetCommitter(kafka, run.metrics.pipeline)
-        spark.streams.addListener(spark_io.QueryMetrics(run.metrics.pipeline, committer))
-        metrics.serve(run.metrics)
-        if run.metrics.port is not None:
-            _say(f"metrics at http://{run.metrics.address}:{run.metrics.port}/metrics")
         signals.install()  # the SparkContext replaced the SIGINT handler with its own
         _say(f"Spark ready in {time.monotonic() - started:.1f} s")
         if stop.is_set():
@@ -256,7 +250,9 @@ def run_pipeline(
             lineage=run.lineage,
             metrics=run.metrics,
         )
-        add_lineage_listener(spark, job, run.storage)
+        observe_queries(spark, job, run.storage)
+        if run.metrics.port is not None:
+            _say(f"metrics at http://{run.metrics.address}:{run.metrics.port}/metrics")
         queries += enrich.start(spark, job, run.storage)
         job = dataclasses.replace(job, stream=run.stream("detect"))
         queries += detect.start(spark, job, detect_settings)

@@ -130,10 +130,13 @@ def await_queries(
         stop_all(queries)
 
 
-def add_lineage_listener(
-    spark: SparkSession, job: StreamJob, storage: StorageSettings | None
-) -> None:
-    """With --lineage, carstream's events of each query: what it reads and writes."""
+def observe_queries(spark: SparkSession, job: StreamJob, storage: StorageSettings | None) -> None:
+    """What every streaming session gets: the metrics listener (which also commits offsets to
+    the queries' consumer groups), the metrics endpoint of --metrics-port, and with --lineage
+    carstream's lineage events of each query."""
+    committer = OffsetCommitter(job.kafka, job.metrics.pipeline)
+    spark.streams.addListener(spark_io.QueryMetrics(job.metrics.pipeline, committer))
+    metrics.serve(job.metrics)
     if job.lineage.enabled:
         spark.streams.addListener(
             spark_io.QueryLineage(
@@ -171,13 +174,7 @@ def stage_main(
         print(f"carstream stage {stage}: {error}", file=sys.stderr)
         return EXIT_FAILED
     spark.streams.addListener(spark_io.ProgressLogger(logger))
-    spark.streams.addListener(
-        spark_io.QueryMetrics(
-            job.metrics.pipeline, OffsetCommitter(job.kafka, job.metrics.pipeline)
-        )
-    )
-    metrics.serve(job.metrics)
-    add_lineage_listener(spark, job, storage)
+    observe_queries(spark, job, storage)
     try:
         with stop_requested_on_signals() as stop:
             ended = await_queries(start(spark), stop)
