@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from carstream import toolchain
 from localcluster import control_plane, host, images, nodes, pki, runtime
@@ -66,18 +67,37 @@ class Timings:
         return ", ".join(f"{name} {seconds:.1f}s" for name, seconds in self.phases.items())
 
 
-def check_prerequisites() -> None:
+# What a cluster and tests/e2e write at most to the run directory and dockerd's data root:
+# image builds, and each image unpacked in both nodes' containerd. Below it, a node crosses the
+# kubelet's disk-pressure threshold mid-run and no new pod starts: better refused up front.
+MIN_FREE_BYTES = 25 * 1024**3
+
+
+def check_prerequisites(run: RunDir) -> None:
     if os.geteuid() != 0:
         raise ClusterError("the local cluster needs root (network, mounts, cgroups)")
     runtime.require_programs([*PROGRAMS, runtime.DOCKER_CLI])
     for name in BINARIES:
         toolchain.binary(name)
     toolchain.base_image_tar()
+    for folder in (run.root, toolchain.docker_data_root()):
+        check_free_space(folder, MIN_FREE_BYTES)
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """ClusterError unless the file system FOLDER is (or will be) on has NEEDED bytes free."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise ClusterError(
+            f"{existing} has {free / 1024**3:.1f} GiB free; the cluster needs "
+            f"{needed / 1024**3:.0f} GiB (images, both nodes' containerd): free some space first"
+        )
 
 
 def up(run: RunDir, log: Callable[[str], None] = print) -> Timings:
     """Starts the cluster; on any failure or interruption, brings everything down again."""
-    check_prerequisites()
+    check_prerequisites(run)
     if run.state_file.exists() or run.snapshot_file.exists():
         raise ClusterError(
             f"a cluster is already recorded in {run.root} (running, or left by a crash): "

@@ -102,7 +102,21 @@ def build_image(
         raise ClusterError(
             f"docker build of {tag} failed; end of {log}:\n" + "\n".join(lines[-40:])
         )
+    prune_build_cache(run)
     return time.monotonic() - started
+
+
+# What BuildKit may keep between builds: the layers of carstream's and spark-operator's images
+# (pip and jar layers reused by the next build). Unbounded, every rebuild of a changed image
+# left its 2-3 GB behind in the data root under the cache folder: 29 GB after a day.
+BUILD_CACHE_KEEP = "6GB"
+
+
+def prune_build_cache(run: RunDir) -> None:
+    """Drops the build cache beyond BUILD_CACHE_KEEP (least recently used first) and the
+    untagged images a rebuild left behind. Only this cluster's own dockerd is touched."""
+    docker(run, "builder", "prune", "--force", f"--keep-storage={BUILD_CACHE_KEEP}")
+    docker(run, "image", "prune", "--force")
 
 
 def load_image(run: RunDir, *tags: str, nodes: Sequence[Node] = NODES) -> float:
