@@ -392,6 +392,7 @@ class StreamSettings:
     shuffle_partitions: int = 2
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
+    idle_stop_seconds: float | None = None
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -438,6 +439,13 @@ class StreamSettings:
             type=positive_int_arg,
             help="at most this many records per micro-batch (default: all available)",
         )
+        add_option(
+            group,
+            "--idle-stop-seconds",
+            type=positive_float_arg,
+            help="processingTime only: stop cleanly (exit 0, checkpoint kept) after this many "
+            "seconds without input rows (default: run until stopped)",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, stage: str) -> StreamSettings:
@@ -449,6 +457,7 @@ class StreamSettings:
             shuffle_partitions=args.shuffle_partitions,
             starting_offsets=args.starting_offsets,
             max_offsets_per_trigger=args.max_offsets_per_trigger,
+            idle_stop_seconds=args.idle_stop_seconds,
         )
 
 

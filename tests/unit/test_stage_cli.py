@@ -52,6 +52,11 @@ def test_every_stage_has_help(stage: str, capsys: pytest.CaptureFixture[str]) ->
             "must not be longer than --window",
         ),
         (["stage", "count", "--trigger", "realTime"], "realTime trigger is not supported"),
+        (["stage", "detect", "--idle-stop-seconds", "-5"], "must be a positive number"),
+        (
+            ["stage", "enrich", "--trigger", "availableNow", "--idle-stop-seconds", "30"],
+            "--idle-stop-seconds needs --trigger processingTime, not availableNow",
+        ),
         (["stage", "nothing"], "invalid choice: 'nothing'"),
     ],
 )

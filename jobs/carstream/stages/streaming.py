@@ -24,6 +24,7 @@ from carstream.config import (
     s3_if_used,
 )
 from carstream.consumer_groups import OffsetCommitter
+from carstream.idle_stop import IdleWatch
 from carstream.lineage import LineageSettings
 from carstream.metrics import MetricsSettings
 from carstream.shutdown import stop_requested_on_signals
@@ -31,6 +32,7 @@ from carstream.stages import StageUsageError, configure_logging
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+logger = logging.getLogger("carstream.streaming")
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,14 @@ def await_queries(
     queries: Sequence[StreamingQuery],
     stop: threading.Event | None = None,
     poll_seconds: float = 0.5,
+    idle: IdleWatch | None = None,
 ) -> bool:
     """Waits until every query has ended, or until `stop` is set; stops them all on the way
     out. Returns True when the queries ended by themselves (an availableNow trigger ends a
-    query once it has drained its input), False when stopped. Raises the first query failure.
+    query once it has drained its input) or went idle (`idle`), False when stopped. Raises
+    the first query failure.
     """
+    next_look = time.monotonic()
     try:
         while True:
             for query in queries:
@@ -122,6 +127,15 @@ def await_queries(
                     query.awaitTermination()  # raises the query's StreamingQueryException
             if not any(query.isActive for query in queries):
                 return True
+            if idle is not None and time.monotonic() >= next_look:
+                next_look = time.monotonic() + idle.poll_seconds
+                if idle.look(queries, time.monotonic()):
+                    logger.info(
+                        "no input rows for %gs: stopping (--idle-stop-seconds); the checkpoint "
+                        "keeps the position",
+                        idle.seconds,
+                    )
+                    return True
             if stop is None:
                 time.sleep(poll_seconds)
             elif stop.wait(poll_seconds):
@@ -159,6 +173,11 @@ def stage_main(
     (130). A failure (a query's, a missing dimension) is raised: `carstream stage` reports it
     (carstream.stages.report_failure) and exits 1. `storage`: the warehouse the stage reads
     (enrich), for s3a and lineage."""
+    if job.stream.idle_stop_seconds and job.stream.trigger != "processingTime":
+        raise StageUsageError(
+            f"--idle-stop-seconds needs --trigger processingTime, not {job.stream.trigger} "
+            "(an availableNow run ends by itself once drained)"
+        )
     configure_logging()
     logger = logging.getLogger(f"carstream.{stage}")
     try:
@@ -175,9 +194,12 @@ def stage_main(
         return EXIT_FAILED
     spark.streams.addListener(spark_io.ProgressLogger(logger))
     observe_queries(spark, job, storage)
+    seconds = job.stream.idle_stop_seconds
     try:
         with stop_requested_on_signals() as stop:
-            ended = await_queries(start(spark), stop)
+            queries = start(spark)
+            idle = IdleWatch(seconds, time.monotonic()) if seconds else None
+            ended = await_queries(queries, stop, idle=idle)
         if not ended:
             logger.info("stopped on request; the checkpoint keeps the position")
             return EXIT_INTERRUPTED
