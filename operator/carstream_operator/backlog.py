@@ -18,17 +18,20 @@ read, so the operator's Kafka user needs no Read on topics.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from carstream_operator.model import KafkaConnection, StageSpec
+from carstream_operator.settings import Settings
 
 PartitionOffsets = dict[tuple[str, int], int]
 """Offset by (topic, partition)."""
@@ -229,9 +232,21 @@ class BacklogReader:
                 [TopicPartition(topic, partition) for topic, partition in partitions],
                 timeout=REQUEST_TIMEOUT_SECONDS,
             )
+        except KafkaException as error:
+            if _code_name(error) == "_TIMED_OUT":
+                self._explain_timeout(group)
+            raise
         finally:
             consumer.close()
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+
+    def _explain_timeout(self, group: str) -> None:
+        """The consumer only times out when the group is not authorized (librdkafka retries
+        its coordinator lookup); DescribeGroups says why, which is what the status should."""
+        (future,) = self._admin.describe_consumer_groups(
+            [group], request_timeout=REQUEST_TIMEOUT_SECONDS
+        ).values()
+        future.result(timeout=REQUEST_TIMEOUT_SECONDS)  # raises GROUP_AUTHORIZATION_FAILED
 
     def _oldest_age(
         self, end: PartitionOffsets, processed: PartitionOffsets, now: datetime
@@ -283,8 +298,60 @@ def _retrying(call: Callable[[], T]) -> T:
         time.sleep(RETRY_SECONDS)
 
 
+def _code_name(error: KafkaException) -> str:
+    kafka_error = error.args[0] if error.args else None
+    return (
+        str(kafka_error.name()) if kafka_error is not None and hasattr(kafka_error, "name") else ""
+    )
+
+
 def _describe(error: KafkaException) -> str:
     kafka_error = error.args[0] if error.args else None
     if kafka_error is not None and hasattr(kafka_error, "str"):
         return f"{kafka_error.name()}: {kafka_error.str()}"
     return str(error)
+
+
+class BacklogReaders:
+    """One BacklogReader per Kafka cluster, protocol and login the stages use, as the
+    operator's own user (Settings.kafka_*). The password file (a mounted Secret) is read at
+    every look, so a Secret created or rotated after the operator started is picked up.
+    Reads block: callers run them in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._readers: dict[tuple[str, ...], BacklogReader] = {}
+
+    def login(self) -> OperatorKafkaLogin | None:
+        settings = self.settings
+        if not settings.kafka_username:
+            return None
+        password = settings.kafka_password
+        if settings.kafka_password_file:
+            with contextlib.suppress(OSError):
+                password = Path(settings.kafka_password_file).read_text().strip()
+        return OperatorKafkaLogin(settings.kafka_username, password)
+
+    def read(
+        self, spec: StageSpec, floor: PartitionOffsets, now: datetime
+    ) -> tuple[Backlog | None, str | None]:
+        """The stage's backlog, or why it cannot be told."""
+        stage = stage_input(spec)
+        if stage is None:
+            return None, f"the operator does not know the input topic of job {spec.job}"
+        kafka, login = spec.kafka, self.login()
+        key = (
+            kafka.bootstrap_servers,
+            kafka.security_protocol,
+            kafka.sasl_mechanism or "",
+            *((login.username, login.password) if login else ()),
+        )
+        reader = self._readers.get(key)
+        if reader is None:
+            ca_file = self.settings.kafka_ca_file or None
+            reader = BacklogReader(client_config(kafka, login, ca_file))
+            self._readers = {key: reader}  # what an older password opened is dropped
+        try:
+            return reader.read(stage, floor, now), None
+        except BacklogError as error:
+            return None, str(error)

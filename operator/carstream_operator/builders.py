@@ -116,6 +116,8 @@ def stage_arguments(spec: StageSpec, settings: Settings) -> list[str]:
         arguments += ["--trigger", spec.trigger.type]
         if spec.trigger.type != "availableNow":
             arguments += ["--trigger-interval", spec.trigger.interval]
+        if spec.idle_stop_seconds is not None:
+            arguments += ["--idle-stop-seconds", str(spec.idle_stop_seconds)]
         # The stage sets spark.sql.shuffle.partitions from this flag: without it, the
         # stage's default would replace the sparkConf value.
         if partitions := spec.spark_conf.get(r.SHUFFLE_PARTITIONS_CONF):

@@ -21,6 +21,7 @@ import yaml
 
 from carstream.toolchain import carstream_crds_dir
 from carstream_operator import resources as r
+from carstream_operator.backlog import JOB_INPUTS
 from carstream_operator.model import (
     DEFAULT_IMAGE_PULL_POLICY,
     DEFAULT_START_DEADLINE_SECONDS,
@@ -32,6 +33,12 @@ from carstream_operator.model import (
 )
 from carstream_operator.pipeline_decisions import PIPELINE_PHASES
 from carstream_operator.stage_decisions import STAGE_PHASES
+from carstream_operator.wake import (
+    DEFAULT_CHECK_SECONDS,
+    DEFAULT_MAX_DELAY_SECONDS,
+    DEFAULT_MIN_RECORDS,
+    WAKE_REASONS,
+)
 
 Schema = dict[str, Any]
 
@@ -67,6 +74,7 @@ MANAGED_FLAGS = (
     "--s3-region",
     "--pipeline",
     "--metrics-port",
+    "--idle-stop-seconds",
 )
 
 
@@ -447,8 +455,8 @@ def stage_properties() -> Schema:
             "type": "array",
             "description": "Names of the stages that must be ready before this one starts: a "
             "run-to-completion stage (dims, generate, or trigger availableNow) when it has "
-            "succeeded, a streaming stage when its application is running. Only the first start "
-            "waits; restarts do not.",
+            "succeeded, a streaming stage when its application is running, any stage when it is "
+            "Idle. Only the first start waits; restarts do not.",
             "items": {"type": "string", "pattern": DNS_LABEL, "maxLength": MAX_STAGE_NAME},
             "maxItems": MAX_STAGES,
             "x-kubernetes-list-type": "set",
@@ -484,6 +492,15 @@ def stage_properties() -> Schema:
             pattern=CRON,
             maxLength=256,
         ),
+        "wake": wake_schema(),
+        "idleStopSeconds": _integer(
+            "Serverless for a processingTime stage: after this many seconds without input "
+            "rows the stage stops its queries cleanly (checkpoint intact), its application "
+            "completes and the stage goes Idle with reason IdleStopped; with wake set it "
+            "starts again on backlog. Unset: it runs until stopped.",
+            minimum=10,
+            maximum=604800,
+        ),
         "suspend": _boolean(
             "Stops the application and starts none until set back to false; checkpoints are "
             "kept, so the stage resumes where it stopped. A suspended stage that resumes "
@@ -492,6 +509,42 @@ def stage_properties() -> Schema:
         ),
         "sparkConf": spark_conf_schema("this stage; they override the pipeline's"),
     }
+
+
+# The jobs whose input topic the operator knows (backlog.JOB_INPUTS).
+WAKE_JOBS = ", ".join(f"'{job}'" for job in JOB_INPUTS)
+WAKE_JOBS_TEXT = ", ".join(JOB_INPUTS)
+
+
+def wake_schema() -> Schema:
+    return _object(
+        "Serverless: no application while the input topic is quiet. With trigger.type "
+        "availableNow (or idleStopSeconds) the operator looks at the stage's backlog (the "
+        "topic's end offsets minus what the stage's consumer groups and its last drained run "
+        "processed) and starts a run when it holds minRecords records or its oldest record "
+        "has waited maxDelaySeconds; never two runs at once. Combines with schedule: "
+        "whichever comes first.",
+        {
+            "minRecords": _integer(
+                "Unprocessed records that start a run.",
+                minimum=1,
+                default=DEFAULT_MIN_RECORDS,
+            ),
+            "maxDelaySeconds": _integer(
+                "Seconds the oldest unprocessed record may wait before a run starts, however "
+                "few records there are.",
+                minimum=1,
+                maximum=86400,
+                default=DEFAULT_MAX_DELAY_SECONDS,
+            ),
+            "checkSeconds": _integer(
+                "Seconds between two looks at the backlog while the stage sleeps.",
+                minimum=1,
+                maximum=3600,
+                default=DEFAULT_CHECK_SECONDS,
+            ),
+        },
+    )
 
 
 def _args_without(flag: str) -> str:
@@ -552,6 +605,28 @@ def _stage_rules(job_path: str) -> list[Schema]:
             f"!has(self.schedule) || !({job_path} in ['dims', 'generate'])",
             "schedule is only for streaming stages (enrich, detect, count)",
             ".schedule",
+        ),
+        _rule(
+            f"!has(self.wake) || {job_path} in [{WAKE_JOBS}]",
+            f"wake reads the backlog of the input topic of {WAKE_JOBS_TEXT} only",
+            ".wake",
+        ),
+        _rule(
+            "!has(self.wake) || self.trigger.type == 'availableNow' || has(self.idleStopSeconds)",
+            "wake needs trigger.type availableNow (runs that drain the backlog), or "
+            "idleStopSeconds with trigger.type processingTime (a stage that stops when idle)",
+            ".wake",
+        ),
+        _rule(
+            "!has(self.idleStopSeconds) || self.trigger.type == 'processingTime'",
+            "idleStopSeconds needs trigger.type processingTime (an availableNow run ends by "
+            "itself once drained)",
+            ".idleStopSeconds",
+        ),
+        _rule(
+            f"!has(self.idleStopSeconds) || !({job_path} in ['dims', 'generate'])",
+            "idleStopSeconds is only for streaming stages (enrich, detect, count)",
+            ".idleStopSeconds",
         ),
     ]
 
@@ -748,14 +823,15 @@ def stage_status_schema() -> Schema:
             "phase": _string(
                 "Pending (waiting for dependencies), Starting, Running, BackingOff (waiting to "
                 "restart), Stopping (replacing the application), Scheduled (idle until the next "
-                "run), Suspended, Succeeded, Failed.",
+                "run), Idle (no application: waiting for a backlog (wake), or stopped for want "
+                "of input (idleStopSeconds)), Suspended, Succeeded, Failed.",
                 enum=list(STAGE_PHASES),
             ),
             "reason": _string("Why the stage is in its phase, one CamelCase word."),
             "message": _string("Human-readable detail of the phase."),
             "ready": _boolean(
                 "Whether stages depending on this one may start: succeeded (run-to-completion "
-                "stages) or running (streaming stages)."
+                "stages), running (streaming stages) or idle."
             ),
             "run": _integer("Number of the latest application run of this stage."),
             "application": _string("Name of the current (or last) SparkApplication."),
@@ -770,8 +846,53 @@ def stage_status_schema() -> Schema:
             "lastSuccessTime": _time("When a run of this stage last succeeded."),
             "observedGeneration": _integer("The spec generation this status reflects."),
             "conditions": conditions_schema(),
+            "backlog": _object(
+                "A stage with spec.wake: the last look at its input topic.",
+                {
+                    "records": _integer("Unprocessed records of the input topic."),
+                    "oldestRecordAgeSeconds": _number(
+                        "How long the oldest unprocessed record has waited (its Kafka "
+                        "timestamp), to the second."
+                    ),
+                    "checkTime": _time("When the backlog was read."),
+                    "error": _string("Why the last read failed (Kafka unreachable...)."),
+                    "failures": _integer("Reads that failed in a row (the retry backs off)."),
+                },
+            ),
+            "wake": _object(
+                "A stage with spec.wake: its last wake and what its runs drained.",
+                {
+                    "lastReason": _string(
+                        "Why the last run started: Backlog, MaxDelay or Schedule.",
+                        enum=list(WAKE_REASONS),
+                    ),
+                    "lastTime": _time("When the last run started."),
+                    "runOffsets": _offsets_schema(
+                        "The input topic's end offsets when the current run started."
+                    ),
+                    "drainedOffsets": _offsets_schema(
+                        "End offsets a successful run started at: processed at least that far."
+                    ),
+                },
+            ),
         },
     )
+
+
+def _offsets_schema(description: str) -> Schema:
+    return {
+        "type": "array",
+        "description": description,
+        "maxItems": 10000,
+        "items": _object(
+            "One partition.",
+            {
+                "partition": _string("topic/partition"),
+                "offset": _integer("An offset of that partition."),
+            },
+            required=["partition", "offset"],
+        ),
+    }
 
 
 def pipeline_status_schema() -> Schema:
@@ -780,11 +901,13 @@ def pipeline_status_schema() -> Schema:
         {
             "phase": _string(
                 "Pending (no stage started yet), Progressing, Running (every stage running, "
-                "scheduled or succeeded), Succeeded (every stage), Suspended, Failed (a stage "
-                "gave up).",
+                "scheduled, idle or succeeded), Succeeded (every stage), Suspended, Failed (a "
+                "stage gave up).",
                 enum=list(PIPELINE_PHASES),
             ),
-            "readyStages": _string("Stages running, scheduled or succeeded, out of all: '3/5'."),
+            "readyStages": _string(
+                "Stages running, scheduled, idle or succeeded, out of all: '3/5'."
+            ),
             "restarts": _integer("Restarts of all stages together."),
             "stages": {
                 "type": "array",
@@ -913,6 +1036,7 @@ def stage_crd() -> Schema:
             _column("Phase", ".status.phase"),
             _column("Restarts", ".status.restarts", "integer"),
             _column("Next Run", ".status.nextRunTime"),
+            _column("Backlog", ".status.backlog.records", "integer"),
             _column("Age", ".metadata.creationTimestamp", "date"),
             _column("Reason", ".status.reason", priority=1),
             _column("Application", ".status.application", priority=1),

@@ -27,10 +27,16 @@ from kubernetes.client.exceptions import ApiException
 from carstream_operator import builders, driver_failure, metrics
 from carstream_operator import resources as r
 from carstream_operator import stage_decisions as sd
+from carstream_operator.backlog import (
+    BacklogReaders,
+    offsets_from_status,
+    offsets_to_status,
+)
 from carstream_operator.kube_api import KubeApi, Obj, load_client_config, owned_by
 from carstream_operator.model import ApplicationView, StageSpec, StageStatus
 from carstream_operator.pipeline_decisions import ExistingStage, plan_stages, summarize
 from carstream_operator.settings import Settings
+from carstream_operator.wake import BacklogView
 from carstream_operator.workers import StageWorker, Worker, Workers
 
 # After an unexpected error (API server unreachable, ...), retry after this long, doubling up
@@ -50,6 +56,7 @@ class Runtime:
     settings: Settings
     api: KubeApi
     workers: Workers
+    backlogs: BacklogReaders
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -57,7 +64,7 @@ class Runtime:
         api = KubeApi(
             client, threads=settings.api_threads, request_timeout=settings.request_timeout_seconds
         )
-        return cls(settings=settings, api=api, workers=Workers())
+        return cls(settings=settings, api=api, workers=Workers(), backlogs=BacklogReaders(settings))
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -358,6 +365,9 @@ async def reconcile_stage(
                 for sibling in await api.list_stages(namespace, spec.pipeline)
             }
     app_spec = builders.application_spec(spec, settings)
+    backlog, backlog_error = None, None
+    if sd.backlog_needed(spec, status):
+        backlog, backlog_error = await _backlog(runtime, spec, status)
     observation = sd.StageObservation(
         name=name,
         generation=generation,
@@ -366,6 +376,8 @@ async def reconcile_stage(
         applications=applications,
         dependencies=dependencies,
         desired_spec_hash=builders.application_spec_hash(app_spec),
+        backlog=backlog,
+        backlog_error=backlog_error,
     )
     plan = sd.decide_stage(observation, utc_now())
 
@@ -419,7 +431,22 @@ async def reconcile_stage(
             cast(kopf.Body, stage), type=event.type, reason=event.reason, message=event.message
         )
     _count(namespace, spec, plan.outcomes, new_status.phase)
+    _count_backlog(namespace, spec, observation, new_status)
     return plan.requeue_after
+
+
+async def _backlog(
+    runtime: Runtime, spec: StageSpec, status: StageStatus
+) -> tuple[BacklogView | None, str | None]:
+    """The backlog of a sleeping stage's input, read in a thread (the Kafka client blocks)."""
+    floor = offsets_from_status(status.wake.drained_offsets)
+    now = utc_now()
+    backlog, error = await asyncio.to_thread(runtime.backlogs.read, spec, floor, now)
+    if backlog is None:
+        return None, error
+    return BacklogView(
+        backlog.records, backlog.oldest_age_seconds, offsets_to_status(backlog.end_offsets)
+    ), None
 
 
 async def _applications(
@@ -463,4 +490,17 @@ def _count(namespace: str, spec: StageSpec, outcomes: tuple[str, ...], phase: st
             metrics.STAGE_DEADLINES.labels(*labels, outcome).inc()
         elif outcome == sd.GAVE_UP:
             metrics.STAGE_GAVE_UP.labels(*labels).inc()
+        elif outcome.startswith(sd.WAKE_OUTCOME):
+            metrics.STAGE_WAKES.labels(*labels, outcome.removeprefix(sd.WAKE_OUTCOME)).inc()
     metrics.set_stage_phase(*labels, phase)
+
+
+def _count_backlog(
+    namespace: str, spec: StageSpec, observation: sd.StageObservation, status: StageStatus
+) -> None:
+    labels = (namespace, spec.pipeline, spec.stage)
+    if observation.backlog_error is not None:
+        metrics.BACKLOG_ERRORS.labels(*labels).inc()
+    if observation.backlog is not None:
+        metrics.BACKLOG_RECORDS.labels(*labels).set(observation.backlog.records)
+        metrics.BACKLOG_AGE.labels(*labels).set(observation.backlog.oldest_age_seconds or 0)

@@ -40,6 +40,26 @@ STAGE_GAVE_UP = Counter(
     "Stages (or scheduled runs) that failed after their last allowed restart.",
     ["namespace", "pipeline", "stage"],
 )
+STAGE_WAKES = Counter(
+    "carstream_operator_stage_wakes",
+    "Runs a sleeping stage (spec.wake) started, by reason: Backlog, MaxDelay or Schedule.",
+    ["namespace", "pipeline", "stage", "reason"],
+)
+BACKLOG_RECORDS = Gauge(
+    "carstream_operator_stage_backlog_records",
+    "Unprocessed records of a sleeping stage's input topic at the operator's last look.",
+    ["namespace", "pipeline", "stage"],
+)
+BACKLOG_AGE = Gauge(
+    "carstream_operator_stage_backlog_oldest_age_seconds",
+    "Age of the oldest unprocessed record at the operator's last look (0: none).",
+    ["namespace", "pipeline", "stage"],
+)
+BACKLOG_ERRORS = Counter(
+    "carstream_operator_stage_backlog_errors",
+    "Looks at a stage's backlog that failed (Kafka unreachable, not authorized...).",
+    ["namespace", "pipeline", "stage"],
+)
 STAGE_PHASE = Gauge(
     "carstream_operator_stage_phase",
     "1 for the current phase of each stage, 0 for the others.",
@@ -58,3 +78,6 @@ def forget_stage(namespace: str, pipeline: str, stage: str) -> None:
     for candidate in STAGE_PHASES:
         with contextlib.suppress(KeyError):
             STAGE_PHASE.remove(namespace, pipeline, stage, candidate)
+    for gauge in (BACKLOG_RECORDS, BACKLOG_AGE):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, pipeline, stage)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from carstream_operator import resources as r
+from carstream_operator.wake import WakePolicy, WakeStatus
 
 # spark-operator's application states (api/v1beta2 ApplicationStateType).
 SPARK_RUNNING_STATES = frozenset({"RUNNING", "SUCCEEDING", "FAILING"})
@@ -195,6 +196,10 @@ class StageSpec:
     start_deadline_seconds: int = DEFAULT_START_DEADLINE_SECONDS
     time_limit_seconds: int | None = None
     schedule: str | None = None
+    # Serverless: wake on backlog (availableNow), stop after this long without input
+    # (processingTime); see the wake module.
+    wake: WakePolicy | None = None
+    idle_stop_seconds: int | None = None
     suspend: bool = False
     spark_conf: Mapping[str, str] = field(default_factory=dict)
 
@@ -223,6 +228,8 @@ class StageSpec:
             ),
             time_limit_seconds=data.get("timeLimitSeconds"),
             schedule=data.get("schedule"),
+            wake=WakePolicy.from_dict(data.get("wake")),
+            idle_stop_seconds=data.get("idleStopSeconds"),
             suspend=bool(data.get("suspend", False)),
             spark_conf=dict(data.get("sparkConf") or {}),
         )
@@ -331,6 +338,8 @@ class StageStatus:
     last_success_time: datetime | None = None
     observed_generation: int | None = None
     conditions: tuple[Condition, ...] = ()
+    # status.backlog and status.wake of a stage with spec.wake
+    wake: WakeStatus = field(default_factory=WakeStatus)
 
     _TIMES: ClassVar[dict[str, str]] = {
         "start_time": "startTime",
@@ -356,6 +365,7 @@ class StageStatus:
             spec_hash=data.get("specHash", ""),
             observed_generation=data.get("observedGeneration"),
             conditions=tuple(Condition.from_dict(c) for c in data.get("conditions") or ()),
+            wake=WakeStatus.from_status(data, parse_time),
             **{attr: parse_time(data.get(key)) for attr, key in cls._TIMES.items()},
         )
 
@@ -376,6 +386,7 @@ class StageStatus:
         }
         for attr, key in self._TIMES.items():
             data[key] = format_time(getattr(self, attr))
+        data.update(self.wake.to_status(format_time))
         return data
 
     def replace(self, **changes: Any) -> StageStatus:

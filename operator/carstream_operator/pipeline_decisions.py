@@ -14,7 +14,7 @@ from carstream_operator.builders import stage_specs
 from carstream_operator.model import Condition, StageSpec, updated_conditions
 
 PIPELINE_PHASES = ("Pending", "Progressing", "Running", "Succeeded", "Suspended", "Failed")
-SETTLED_STAGE_PHASES = frozenset({sd.RUNNING, sd.SUCCEEDED, sd.SCHEDULED})
+SETTLED_STAGE_PHASES = frozenset({sd.RUNNING, sd.SUCCEEDED, sd.SCHEDULED, sd.IDLE})
 PROGRESSING_STAGE_PHASES = frozenset({sd.PENDING, sd.STARTING, sd.STOPPING, sd.BACKING_OFF})
 # How much of a failing stage's message the Pipeline's Degraded condition repeats.
 MAX_STAGE_MESSAGE_CHARS = 300

@@ -40,6 +40,15 @@ class Settings:
     main_application_file: str = "local:///opt/carstream/main.py"
     # Where the Kafka CA Secret is mounted in driver and executor pods.
     kafka_ca_mount_path: str = "/etc/carstream/kafka-ca"
+    # The operator's own Kafka user, to read stages' backlogs (spec.wake): a KafkaUser that
+    # may only describe topics and groups. Empty: no SASL login (a plaintext dev cluster).
+    # The security protocol and mechanism are each stage's own (spec.kafka).
+    kafka_username: str = ""
+    kafka_password: str = ""
+    # A file with the password (a mounted Secret, read at every look; wins over the above).
+    kafka_password_file: str = ""
+    # The Kafka cluster CA in the operator's pod, for SSL listeners.
+    kafka_ca_file: str = ""
     # The image's Spark user and group: driver and executor pods run as this uid (Pod Security
     # "restricted" wants a non-root uid; the carstream image's spark user is 185).
     spark_user_id: int = 185

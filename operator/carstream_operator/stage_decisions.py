@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
-from carstream_operator import driver_failure
+from carstream_operator import driver_failure, wake
 from carstream_operator import resources as r
 from carstream_operator.model import (
     SPARK_COMPLETED,
@@ -44,6 +44,7 @@ RUNNING = "Running"
 BACKING_OFF = "BackingOff"
 STOPPING = "Stopping"
 SCHEDULED = "Scheduled"
+IDLE = "Idle"
 SUSPENDED = "Suspended"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
@@ -54,6 +55,7 @@ STAGE_PHASES = (
     BACKING_OFF,
     STOPPING,
     SCHEDULED,
+    IDLE,
     SUSPENDED,
     SUCCEEDED,
     FAILED,
@@ -61,6 +63,8 @@ STAGE_PHASES = (
 
 # Phases in which the stage's current run is live: an application exists or is wanted.
 LIVE_PHASES = frozenset({STARTING, RUNNING})
+# Phases without an application, waiting for a tick (schedule) or a backlog (wake).
+WAITING_PHASES = frozenset({SCHEDULED, IDLE})
 WARNING_PHASES = frozenset({BACKING_OFF, FAILED})
 
 # Outcomes, counted by the metrics.
@@ -68,6 +72,7 @@ RESTART = "restart"
 TIME_LIMIT = "time-limit"
 START_DEADLINE = "start-deadline"
 GAVE_UP = "gave-up"
+WAKE_OUTCOME = "wake-"  # + the wake reason
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,10 @@ class StageObservation:
     dependencies: Mapping[str, bool] | None
     # Hash of the application spec the current spec gives (builders.application_spec_hash).
     desired_spec_hash: str
+    # The backlog of the stage's input topic (spec.wake), read for this decision
+    # (backlog_needed); or why it could not be read.
+    backlog: wake.BacklogView | None = None
+    backlog_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,16 @@ class StagePlan:
 def dependencies_needed(spec: StageSpec, status: StageStatus) -> bool:
     """Whether `decide_stage` needs the readiness of the stage's dependencies."""
     return bool(spec.depends_on) and not spec.suspend and not _started(status)
+
+
+def backlog_needed(spec: StageSpec, status: StageStatus) -> bool:
+    """Whether `decide_stage` needs the backlog of the stage's input topic: a stage with
+    spec.wake that is not suspended, has not given up and has no live application."""
+    if spec.wake is None or spec.suspend:
+        return False
+    if status.phase == FAILED and not spec.schedule:
+        return False  # gave up: nothing wakes it but a new spec
+    return status.phase not in LIVE_PHASES | {BACKING_OFF, STOPPING}
 
 
 def driver_message_needed(status: StageStatus, app: ApplicationView) -> bool:
@@ -229,15 +248,24 @@ class _Decision:
                 return  # its first application was refused: only a new spec can help
             if not self._dependencies_ready():
                 return
-            if spec.schedule:
-                self._wait_for_tick()
+            if self._sleeps:
+                self._wait_for_run()
             else:
                 self._start_run(restarts=0, reason="Created", new_activation=True)
             return
-        if spec.schedule:
+        if self._sleeps:
             self._scheduled_step()
         else:
             self._run_step()
+
+    @property
+    def _sleeps(self) -> bool:
+        """No application between runs: runs start on a schedule's ticks or on backlog."""
+        return bool(self.spec.schedule or self.spec.wake)
+
+    @property
+    def _waiting_phase(self) -> str:
+        return IDLE if self.spec.wake else SCHEDULED
 
     # -- applications ----------------------------------------------------------------------
 
@@ -344,29 +372,76 @@ class _Decision:
         assert self.spec.schedule is not None
         return next_tick(self.spec.schedule, moment)
 
-    def _wait_for_tick(self) -> None:
+    def _wait_for_run(self) -> None:
         status = self.status
-        if status.phase != SCHEDULED:
-            status = status.replace(
-                phase=SCHEDULED, reason="Scheduled", message="waiting for the next run"
-            )
-        next_run = status.next_run_time or self._tick_after(self.now)
-        self.status = status.replace(next_run_time=next_run)
-        if self.now >= next_run and not self.leftovers:
-            self.status = self.status.replace(next_run_time=self._tick_after(self.now))
-            self._start_run(restarts=0, reason="RunStarted", new_activation=True)
+        if status.phase != self._waiting_phase:
+            status = status.replace(phase=self._waiting_phase, **self._waiting_reason_and_message())
+        next_run = None
+        if self.spec.schedule:
+            next_run = status.next_run_time or self._tick_after(self.now)
+            status = status.replace(next_run_time=next_run)
+            self.due.append(next_run)
+        self.status = status
+        reason = self._look_at_backlog()
+        if next_run is not None and self.now >= next_run:
+            reason = wake.SCHEDULE
+        if reason is None or self.leftovers:
             return
-        self.due.append(next_run)
+        if next_run is not None and self.now >= next_run:
+            self.status = self.status.replace(next_run_time=self._tick_after(self.now))
+        self._wake(reason)
+
+    def _waiting_reason_and_message(self) -> dict[str, str]:
+        policy = self.spec.wake
+        if policy is None:
+            return {"reason": "Scheduled", "message": "waiting for the next run"}
+        message = (
+            f"no application: a run starts at {policy.min_records} unprocessed records or "
+            f"when the oldest has waited {policy.max_delay_seconds}s"
+        )
+        if self.spec.schedule:
+            message += ", or at the next scheduled run"
+        return {"reason": "WaitingForBacklog", "message": message}
+
+    def _look_at_backlog(self) -> str | None:
+        """Records what the handler read of the backlog; the reason to wake now, if any."""
+        policy = self.spec.wake
+        if policy is None:
+            return None
+        observed = self.observation
+        seen = wake.look(
+            policy, self.status.wake, observed.backlog, observed.backlog_error, self.now
+        )
+        self.status = self.status.replace(wake=seen.status)
+        self.due.append(seen.next_look)
+        if self.status.reason == "RunFailed":
+            return None  # a scheduled run gave up on this backlog: the next tick tries again
+        return seen.reason
+
+    def _wake(self, reason: str) -> None:
+        self._start_run(restarts=0, reason="RunStarted", new_activation=True)
+        if self.spec.wake is None:
+            return
+        backlog = self.observation.backlog
+        self.status = self.status.replace(wake=self.status.wake.woke(reason, self.now, backlog))
+        message = wake.woke_message(reason, backlog, self.status.application)
+        self.events.append(Event("Normal", "WokeUp", message))
+        self.outcomes.append(WAKE_OUTCOME + reason)
 
     def _scheduled_step(self) -> None:
         phase = self.status.phase
-        if phase in (SCHEDULED, SUCCEEDED, FAILED, PENDING, "") and self.current is None:
-            self._wait_for_tick()
+        if phase == FAILED and not self.spec.schedule:
+            # A sleeper that gave up: its backlog would wake it at once, again and again;
+            # only a new spec (or suspend and resume) starts it again.
+            self._run_step()
             return
-        if phase in (SCHEDULED, SUCCEEDED, FAILED) and self.current is not None:
+        if phase in (*WAITING_PHASES, SUCCEEDED, FAILED, PENDING, "") and self.current is None:
+            self._wait_for_run()
+            return
+        if phase in (*WAITING_PHASES, SUCCEEDED, FAILED) and self.current is not None:
             # A finished run whose deletion did not happen yet.
             self._delete_current("RunFinished")
-            self._wait_for_tick()
+            self._wait_for_run()
             return
         next_run = self.status.next_run_time
         if next_run is not None and self.now >= next_run and self.status.reason == "Adopted":
@@ -391,7 +466,7 @@ class _Decision:
 
     def _run_step(self) -> None:
         status = self.status
-        if status.phase in (SUCCEEDED, FAILED):
+        if status.phase in (SUCCEEDED, FAILED, IDLE):
             self._finished_step()
             return
         if self._time_limit_reached():
@@ -422,7 +497,14 @@ class _Decision:
                 running_since=None,
             )
             return
-        if app.state == SPARK_COMPLETED:
+        if app.state == SPARK_COMPLETED and self._stops_when_idle:
+            self._run_over(
+                success=True,
+                reason="IdleStopped",
+                message=f"{app.name} stopped after {self.spec.idle_stop_seconds}s without "
+                "input; the checkpoint keeps its position",
+            )
+        elif app.state == SPARK_COMPLETED:
             self._run_over(success=True, reason="Completed", message=f"{app.name} completed")
         elif app.state in SPARK_FAILED_STATES:
             self._failed(*application_failure(app))
@@ -591,24 +673,38 @@ class _Decision:
         )
         self.due.append(restart_at)
 
+    @property
+    def _stops_when_idle(self) -> bool:
+        """A processingTime stage with idleStopSeconds: its application completes only when
+        the stage stopped itself for want of input."""
+        return self.spec.idle_stop_seconds is not None and not self.spec.runs_to_completion
+
     def _run_over(self, *, success: bool, reason: str, message: str) -> None:
         status = self.status.replace(
             running_since=None,
             next_restart_time=None,
             last_success_time=self.now if success else self.status.last_success_time,
+            wake=self.status.wake.drained() if success else self.status.wake,
         )
         if not success:
             status = status.replace(last_failure_time=self.now)
-        if self.spec.schedule:
+        if self._sleeps:
             self._delete_current("RunFinished")
             self.status = status.replace(
-                phase=SCHEDULED, reason=reason, message=message, restarts=0, start_time=None
+                phase=self._waiting_phase,
+                reason=reason,
+                message=message,
+                restarts=0,
+                start_time=None,
             )
             if status.next_run_time is not None:
                 self.due.append(status.next_run_time)
+            if self.spec.wake is not None:
+                self.due.append(self.now)  # look at the backlog again right away
             return
+        done = IDLE if success and self._stops_when_idle else SUCCEEDED
         self.status = status.replace(
-            phase=SUCCEEDED if success else FAILED, reason=reason, message=message
+            phase=done if success else FAILED, reason=reason, message=message
         )
 
     # -- status ----------------------------------------------------------------------------
@@ -618,13 +714,15 @@ class _Decision:
         ready = self._ready(status)
         progressing = status.phase in (PENDING, STARTING, STOPPING, BACKING_OFF)
         degraded = status.phase in WARNING_PHASES or (
-            status.phase == SCHEDULED and status.reason == "RunFailed"
+            status.phase in WAITING_PHASES and status.reason == "RunFailed"
         )
         wanted = [
             ("Ready", ready, status.reason or status.phase, status.message),
             ("Progressing", progressing, status.reason or status.phase, status.message),
             ("Degraded", degraded, status.reason or status.phase, status.message),
         ]
+        if self.spec.wake is not None:
+            wanted.append(wake.backlog_condition(self.spec.wake, status.wake))
         generation = self.observation.generation
         self.status = status.replace(
             ready=ready,
@@ -635,13 +733,15 @@ class _Decision:
         )
         if status.phase != before.phase:
             kind = "Warning" if status.phase in WARNING_PHASES else "Normal"
-            if status.phase == SCHEDULED and status.reason == "RunFailed":
+            if status.phase in WAITING_PHASES and status.reason == "RunFailed":
                 kind = "Warning"
             self.events.append(Event(kind, status.reason or status.phase, status.message))
 
     def _ready(self, status: StageStatus) -> bool:
+        if status.phase == IDLE:
+            return True  # sleeping until there is work: as good as running or succeeded
         if self.spec.runs_to_completion:
             return status.phase == SUCCEEDED or (
-                self.spec.schedule is not None and status.last_success_time is not None
+                self._sleeps and status.last_success_time is not None
             )
         return status.phase == RUNNING

@@ -61,7 +61,7 @@ def test_standalone_renders_a_broker_a_setup_job_and_secrets_but_no_strimzi_obje
         (30093, "external"),
     ]
     secrets = {secret["metadata"]["name"] for secret in by_kind(objects, "Secret")}
-    assert secrets == {*USERS, "carstream-viewer", "carstream-kafka-admin"}
+    assert secrets == {*USERS, "carstream-viewer", "carstream-operator", "carstream-kafka-admin"}
 
 
 def test_strimzi_mode_is_the_default_and_renders_no_standalone_object() -> None:
@@ -96,7 +96,7 @@ def test_the_setup_plan_is_exactly_strimzi_modes_topics_and_user_acls() -> None:
 
 def test_user_secrets_have_the_shape_of_strimzis_kafkauser_secrets() -> None:
     objects = render(KIND_STANDALONE)
-    for name in [*USERS, "carstream-viewer", "carstream-kafka-admin"]:
+    for name in [*USERS, "carstream-viewer", "carstream-operator", "carstream-kafka-admin"]:
         secret = named(objects, "Secret", name)
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         password = base64.b64decode(secret["data"]["password"]).decode()
@@ -106,10 +106,9 @@ def test_user_secrets_have_the_shape_of_strimzis_kafkauser_secrets() -> None:
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{name}" password="{password}";'
         )
-    passwords = {
-        named(objects, "Secret", name)["data"]["password"] for name in [*USERS, "carstream-viewer"]
-    }
-    assert len(passwords) == 5, "every user has a password of its own"
+    users = [*USERS, "carstream-viewer", "carstream-operator"]
+    passwords = {named(objects, "Secret", name)["data"]["password"] for name in users}
+    assert len(passwords) == len(users), "every user has a password of its own"
     assert not by_kind(
         render(KIND_STANDALONE, ["kafka.standalone.generateSecrets=false"]), "Secret"
     )

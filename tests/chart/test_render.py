@@ -88,6 +88,7 @@ def test_each_stage_user_may_only_touch_the_topics_it_reads_and_writes() -> None
         "carstream-detect",
         "carstream-count",
         "carstream-viewer",
+        "carstream-operator",
     }
     group = "group:spark-kafka-source-"
     lag = "group:carstream."  # <pipeline>.<query>: the groups the stages commit to
@@ -115,6 +116,13 @@ def test_each_stage_user_may_only_touch_the_topics_it_reads_and_writes() -> None
     }
     viewer = _acls(users["carstream-viewer"])
     assert all(ops <= {"Read", "Describe"} for ops in viewer.values())
+    # the operator reads backlogs (offsets only) of the topics stages read, and their groups
+    assert _acls(users["carstream-operator"]) == {
+        "topic:sensors-sample": {"Describe"},
+        "topic:samples-enriched": {"Describe"},
+        "topic:alert-data": {"Describe"},
+        lag: {"Describe"},
+    }
     for user in users.values():
         assert user["spec"]["authentication"]["type"] == "scram-sha-512"
 

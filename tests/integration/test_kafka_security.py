@@ -12,11 +12,12 @@ import subprocess
 import sys
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 from pyspark.sql import SparkSession
 
@@ -29,10 +30,19 @@ from carstream.config import (
     StreamSettings,
     Topics,
 )
+from carstream.consumer_groups import OffsetCommitter
 from carstream.kafka_admin import client_config, read_to_end
 from carstream.kafka_setup import login_outcome, principal_filter
 from carstream.stages import dims, enrich, generate
 from carstream.stages.streaming import StreamJob
+from carstream_operator.backlog import (
+    BacklogError,
+    BacklogReader,
+    OperatorKafkaLogin,
+    StageInput,
+)
+from carstream_operator.backlog import client_config as backlog_client_config
+from carstream_operator.model import KafkaConnection
 from tests.chart import helm
 from tests.fixtures.kafka import (
     ADMIN_USER,
@@ -63,8 +73,9 @@ def test_setup_creates_the_topics_users_and_exactly_the_planned_acls(setup: Setu
         assert f"user {user.name}: created (SCRAM-SHA-512)" in output
     assert "topic sensors-sample: created, 3 partitions" in output
     # Each reading stage: Read+Describe on its topic, Read on the Spark source group prefix and
-    # Read+Describe on its <pipeline>. groups (lag commits).
-    assert "as planned: 5 topics, 5 users, 40 ACLs" in output
+    # Read+Describe on its <pipeline>. groups (lag commits); the operator Describe on the three
+    # topics stages read and on those groups.
+    assert "as planned: 5 topics, 6 users, 44 ACLs" in output
 
     admin = admin_client(setup)
     for user in setup.plan.users:
@@ -82,7 +93,7 @@ def test_running_setup_again_changes_nothing(setup: Setup) -> None:
     again = setup.run()
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.splitlines() == [
-        "carstream kafka-setup: no change; as planned: 5 topics, 5 users, 40 ACLs"
+        "carstream kafka-setup: no change; as planned: 5 topics, 6 users, 44 ACLs"
     ]
 
 
@@ -124,6 +135,37 @@ def test_a_topic_outside_the_users_acls_is_refused(setup: Setup) -> None:
     with pytest.raises(KafkaException) as refused:
         future.result(timeout=30)
     assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_the_operator_reads_backlogs_but_no_record_and_writes_nothing(setup: Setup) -> None:
+    produce(setup.login("generate"), TOPICS.sensors, [(b"car-2", b'{"speed": 20}')] * 3)
+    enrich = setup.login("enrich")
+    committer = OffsetCommitter(enrich, "carstream")
+    assert committer.commit("enrich", {(TOPICS.sensors, 0): 0})
+    operator = setup.login("operator")
+    connection = KafkaConnection(
+        bootstrap_servers=operator.bootstrap_servers,
+        security_protocol=operator.security_protocol,
+        sasl_mechanism=operator.sasl_mechanism,
+    )
+    login = OperatorKafkaLogin(operator.username or "", operator.password or "")
+    reader = BacklogReader(backlog_client_config(connection, login, None))
+    stage = StageInput(TOPICS.sensors, ("carstream.enrich",))
+    seen = reader.read(stage, {}, datetime.now(UTC))
+    assert seen.records >= 3 and seen.oldest_age_seconds is not None
+
+    consumer = Consumer({**client_config(operator), "group.id": "carstream.enrich"})
+    try:
+        consumer.assign([TopicPartition(TOPICS.sensors, p, 0) for p in range(3)])
+        message = consumer.poll(15)
+    finally:
+        consumer.close()
+    assert message is not None and message.error() is not None, "no record may be read"
+    assert message.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    _, failures = produce_outcome(operator, TOPICS.sensors, [(b"k", b"v")])
+    assert [f.code() for f in failures] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    with pytest.raises(BacklogError, match="GROUP_AUTHORIZATION_FAILED"):
+        reader.read(StageInput(TOPICS.sensors, ("someone-elses.group",)), {}, datetime.now(UTC))
 
 
 def test_a_wrong_password_is_an_authentication_error(setup: Setup) -> None:

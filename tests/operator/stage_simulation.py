@@ -13,6 +13,7 @@ from typing import Any
 
 from carstream_operator import stage_decisions as sd
 from carstream_operator.model import ApplicationView, StageSpec, StageStatus
+from carstream_operator.wake import BacklogView
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 DESIRED_HASH = "hash-1"
@@ -46,6 +47,10 @@ class SimulatedStage:
     deleted: list[str] = field(default_factory=list)
     # The termination message of each application's driver pod, by application name.
     driver_messages: dict[str, str] = field(default_factory=dict)
+    # What the handler reads of the input topic when the decision needs it (spec.wake).
+    backlog: BacklogView | None = None
+    backlog_error: str | None = None
+    backlog_reads: int = 0
 
     def step(self) -> sd.StagePlan:
         """One reconcile: decide, then apply the plan as the handler would."""
@@ -59,6 +64,7 @@ class SimulatedStage:
             if sd.dependencies_needed(self.spec, self.status)
             else None,
             desired_spec_hash=self.desired_hash,
+            **self._backlog(),
         )
         plan = sd.decide_stage(observation, self.now)
         if plan.create is not None:
@@ -82,6 +88,14 @@ class SimulatedStage:
         self.status = plan.status
         self.plans.append(plan)
         return plan
+
+    def _backlog(self) -> dict[str, Any]:
+        if not sd.backlog_needed(self.spec, self.status):
+            return {}
+        self.backlog_reads += 1
+        if self.backlog_error is not None:
+            return {"backlog_error": self.backlog_error}
+        return {"backlog": self.backlog or BacklogView(0, None)}
 
     def _with_driver_messages(self) -> list[ApplicationView]:
         """The applications as the handler hands them over: the driver's termination message

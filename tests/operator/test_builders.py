@@ -257,6 +257,14 @@ def test_an_available_now_trigger_has_no_interval() -> None:
     assert arguments[arguments.index("--trigger") + 1] == "availableNow"
 
 
+def test_an_idle_stop_reaches_the_stage_as_its_flag() -> None:
+    stages = pipeline_spec()["stages"]
+    stages[3].update(idleStopSeconds=120, wake={"minRecords": 50})
+    arguments = application(stage("detect", stages=stages))["spec"]["arguments"]
+    assert arguments[arguments.index("--idle-stop-seconds") + 1] == "120"
+    assert "--idle-stop-seconds" not in application(stage("enrich"))["spec"]["arguments"]
+
+
 def test_kafka_credentials_and_ca_come_from_secrets() -> None:
     app = application(stage("enrich", kafka=SECURED_KAFKA))
     arguments = app["spec"]["arguments"]

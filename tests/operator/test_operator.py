@@ -121,6 +121,7 @@ def test_a_pipeline_comes_up_in_dependency_order(
         "RESTARTS",
         "NEXT",
         "RUN",
+        "BACKLOG",
         "AGE",
     ]
     rows = {line.split()[0]: line.split() for line in stages[1:]}

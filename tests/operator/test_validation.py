@@ -124,6 +124,31 @@ INVALID_PIPELINES: list[tuple[str, Callable[[], Spec], list[str]]] = [
         ["spec.stages[0].schedule", "only for streaming stages"],
     ),
     (
+        "wake for a processingTime stage that never stops",
+        lambda: with_stage(2, wake={"minRecords": 10}),
+        ["spec.stages[2].wake", "wake needs trigger.type availableNow"],
+    ),
+    (
+        "wake for a batch job",
+        lambda: with_stage(1, trigger={"type": "availableNow"}, wake={}),
+        ["spec.stages[1].wake", "wake reads the backlog of the input topic of enrich, detect"],
+    ),
+    (
+        "wake with no records",
+        lambda: with_stage(2, trigger={"type": "availableNow"}, wake={"minRecords": 0}),
+        ["spec.stages[2].wake.minRecords", "should be greater than or equal to 1"],
+    ),
+    (
+        "idleStopSeconds for an availableNow stage",
+        lambda: with_stage(3, trigger={"type": "availableNow"}, idleStopSeconds=60),
+        ["spec.stages[3].idleStopSeconds", "needs trigger.type processingTime"],
+    ),
+    (
+        "a short idleStopSeconds",
+        lambda: with_stage(3, idleStopSeconds=2),
+        ["spec.stages[3].idleStopSeconds", "should be greater than or equal to 10"],
+    ),
+    (
         "unknown trigger",
         lambda: with_stage(4, trigger={"type": "continuous"}),
         ["spec.stages[4].trigger.type", "Unsupported value"],
@@ -262,7 +287,15 @@ def test_a_valid_pipeline_is_stored_with_its_defaults(
     # The stateless stages may run in real-time mode; a pod may request part of a CPU.
     spec["stages"][3].update(trigger={"type": "realTime"}, executor={"coreRequest": "500m"})
     spec["stages"][2].update(driver={"coreRequest": "0.25"})
+    # serverless: a wake on backlog with defaults, an idle stop that wakes on backlog
+    spec["stages"][4].update(wake={"minRecords": 500})
+    spec["stages"][2].update(idleStopSeconds=300, wake={})
     created = create_pipeline(custom, kube_namespace, "demo", spec)
+    assert created["spec"]["stages"][4]["wake"] == {
+        "minRecords": 500,
+        "maxDelaySeconds": 300,
+        "checkSeconds": 10,
+    }
     assert created["spec"]["stages"][3]["trigger"] == {"type": "realTime", "interval": "5 seconds"}
     assert created["spec"]["stages"][3]["executor"]["coreRequest"] == "500m"
     stage = created["spec"]["stages"][2]

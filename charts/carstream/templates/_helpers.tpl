@@ -77,9 +77,10 @@ app.kubernetes.io/component: kafka
 {{- printf "%s-%s" (include "carstream.kafkaCluster" $root) (index . 1) }}
 {{- end }}
 
-{{/* Every Kafka user of the chart: one per Kafka stage, and the read-only viewer. */}}
+{{/* Every Kafka user of the chart: one per Kafka stage, the read-only viewer, and the
+operator (it reads the backlogs of stages with spec.wake). */}}
 {{- define "carstream.kafkaUserRoles" -}}
-{{- toJson (list "generate" "enrich" "detect" "count" "viewer") }}
+{{- toJson (list "generate" "enrich" "detect" "count" "viewer" "operator") }}
 {{- end }}
 
 {{/*
@@ -99,8 +100,10 @@ config:
 
 {{/*
 The ACLs of a Kafka user, in the words of a KafkaUser's spec.authorization.acls: (list $ ROLE),
-ROLE a Kafka stage (generate, enrich, detect, count) or viewer. A stage may touch only the
-topics it reads and writes; the viewer may read every topic. Both Kafka modes use this list.
+ROLE a Kafka stage (generate, enrich, detect, count), viewer or operator. A stage may touch
+only the topics it reads and writes; the viewer may read every topic; the operator may only
+describe the topics stages read and the stages' groups (end offsets, offsets by time,
+committed offsets: never a record). Both Kafka modes use this list.
 */}}
 {{- define "carstream.kafkaUserAcls" -}}
 {{- $root := index . 0 }}
@@ -119,6 +122,19 @@ topics it reads and writes; the viewer may read every topic. Both Kafka modes us
     name: {{ printf "%s-viewer" (include "carstream.kafkaCluster" $root) | quote }}
     patternType: prefix
   operations: [Read]
+{{- else if eq $user "operator" }}
+{{- range $role := list "sensors" "enriched" "alerts" }}
+- resource:
+    type: topic
+    name: {{ (index $topics $role).name | quote }}
+    patternType: literal
+  operations: [Describe]
+{{- end }}
+- resource:
+    type: group
+    name: {{ printf "%s." (include "carstream.pipelineName" $root) | quote }}
+    patternType: prefix
+  operations: [Describe]
 {{- else }}
 {{- $access := index (include "carstream.stageTopics" $root | fromYaml) $user }}
 {{- range $role := $access.reads }}
