@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import threading
@@ -144,10 +145,12 @@ def await_queries(
         stop_all(queries)
 
 
-def observe_queries(spark: SparkSession, job: StreamJob, storage: StorageSettings | None) -> None:
+def observe_queries(
+    spark: SparkSession, job: StreamJob, storage: StorageSettings | None
+) -> OffsetCommitter:
     """What every streaming session gets: the metrics listener (which also commits offsets to
     the queries' consumer groups), the metrics endpoint of --metrics-port, and with --lineage
-    carstream's lineage events of each query."""
+    carstream's lineage events of each query. Returns the committer (commit_last_offsets)."""
     committer = OffsetCommitter(job.kafka, job.metrics.pipeline)
     spark.streams.addListener(spark_io.QueryMetrics(job.metrics.pipeline, committer))
     metrics.serve(job.metrics)
@@ -160,6 +163,20 @@ def observe_queries(spark: SparkSession, job: StreamJob, storage: StorageSetting
                 ),
             )
         )
+    return committer
+
+
+def commit_last_offsets(committer: OffsetCommitter, queries: Sequence[StreamingQuery]) -> None:
+    """Commits each ended query's last processed offsets to its consumer group, from here:
+    the listener's commit of the last micro-batch runs on Spark's listener thread, which a
+    driver that exits right after its queries end (an availableNow run, an idle stop) may
+    never let through; the operator's wake reads these groups."""
+    for query in queries:
+        progress = query.lastProgress
+        if progress is None:
+            continue
+        report = json.loads(progress.json) if hasattr(progress, "json") else dict(progress)
+        committer.commit(str(query.name), metrics.processed_offsets(report))
 
 
 def stage_main(
@@ -193,13 +210,14 @@ def stage_main(
         print(f"carstream stage {stage}: {error}", file=sys.stderr)
         return EXIT_FAILED
     spark.streams.addListener(spark_io.ProgressLogger(logger))
-    observe_queries(spark, job, storage)
+    committer = observe_queries(spark, job, storage)
     seconds = job.stream.idle_stop_seconds
     try:
         with stop_requested_on_signals() as stop:
             queries = start(spark)
             idle = IdleWatch(seconds, time.monotonic()) if seconds else None
             ended = await_queries(queries, stop, idle=idle)
+        commit_last_offsets(committer, queries)
         if not ended:
             logger.info("stopped on request; the checkpoint keeps the position")
             return EXIT_INTERRUPTED
