@@ -52,6 +52,7 @@ GENERATE_SECONDS = 150
 WINDOW_SECONDS, SLIDE_SECONDS = 15 * 60, 60  # the counter's defaults
 TOPICS = Topics()
 EXTRA_EVENTS = 100
+WAKE_EVENTS = 1000  # enough for a few alerts, which wake the sleeping counter
 STARTING = 900  # seconds a stage may take to reach its phase on 2 busy cores
 
 
@@ -280,6 +281,59 @@ def test_a_suspended_stage_resumes_from_its_checkpoint(stack: Stack) -> None:
         f"alert-data grew by {grown}, as many as all {len(expected.alerts)} alerts: detect "
         "started over instead of resuming from its checkpoint"
     )
+
+
+def _set_stage(stack: Stack, stage: str, **fields: Any) -> None:
+    """Sets (or, with None, removes) fields of one stage of the Pipeline."""
+    spec = stack.get("pipeline", PIPELINE)["spec"]
+    stages = []
+    for item in spec["stages"]:
+        if item["name"] == stage:
+            item = {k: v for k, v in {**item, **fields}.items() if v is not None}
+        stages.append(item)
+    stack.patch_pipeline({"spec": {"stages": stages}})
+
+
+def test_a_sleeping_stage_runs_no_pods_and_wakes_on_backlog(stack: Stack) -> None:
+    wake = {"minRecords": 5, "maxDelaySeconds": 3600, "checkSeconds": 5}
+    _set_stage(stack, "count", trigger={"type": "availableNow"}, wake=wake)
+
+    # The spec change replaces count's application by one availableNow run; then it sleeps,
+    # with the backlog read by the operator's own Kafka user from its pod.
+    def asleep(status: dict[str, Any]) -> bool:
+        drained = (status.get("backlog") or {}).get("records") == 0
+        return status.get("phase") == "Idle" and status.get("reason") == "Completed" and drained
+
+    idle = stack.wait_stage("count", asleep, STARTING, "Idle with nothing to do")
+    known = {c["type"]: c for c in idle["conditions"]}["BacklogKnown"]
+    assert known["status"] == "True", known
+    wait_for(
+        lambda: not stack.items("pods", "--selector=carstream.io/stage=count"),
+        "count's pods to be gone",
+        300,
+        POLL_SECONDS,
+    )
+    assert not stack.items("sparkapplications", "--selector=carstream.io/stage=count")
+
+    # New events: detect turns some into alerts, count's backlog grows and wakes it.
+    admin = stack.kafka("carstream-kafka-admin")
+    cars = generate.read_car_ids(stack.storage())
+    generate.run(admin, TOPICS, GeneratorSettings(rate=500, max_events=WAKE_EVENTS), cars)
+    woken = stack.wait_stage("count", lambda s: s.get("run", 0) > idle["run"], STARTING, "woken")
+    assert woken["wake"]["lastReason"] == "Backlog", woken
+    stack.wait_stage(
+        "count", lambda s: asleep(s) and s["run"] == woken["run"], STARTING, "asleep again"
+    )
+    reasons = {event["reason"] for event in stack.events(f"{PIPELINE}-count")}
+    assert "WokeUp" in reasons, reasons
+    windows, _ = _expected_windows(stack)
+    _wait_for_counts(stack, windows, timeout=600)
+
+    # Always on again, for the checks after this one.
+    _set_stage(
+        stack, "count", trigger={"type": "processingTime", "interval": "5 seconds"}, wake=None
+    )
+    stack.wait_stage("count", lambda s: s.get("phase") == "Running", STARTING, "Running")
 
 
 def test_a_stage_user_is_refused_outside_its_acls(stack: Stack) -> None:

@@ -52,13 +52,17 @@ def test_a_sleeping_stage_wakes_on_min_records_and_runs_one_at_a_time(
     spark_operator: SparkOperatorStandIn,
     operator_process: OperatorProcess,
 ) -> None:
+    max_delay = 3
     spark_operator.create_pipeline(
-        "w", sleeping_pipeline(kafka.bootstrap_servers, topics, minRecords=50, maxDelaySeconds=3600)
+        "w",
+        sleeping_pipeline(
+            kafka.bootstrap_servers, topics, minRecords=50, maxDelaySeconds=max_delay
+        ),
     )
     spark_operator.wait_for_phase(STAGE, "Idle", "WaitingForBacklog")
     wait_for(lambda: backlog(spark_operator).get("records") == 0, "the empty backlog read")
-    time.sleep(2 * CHECK_SECONDS)
-    assert spark_operator.log.added_names() == [], "a quiet topic runs nothing"
+    time.sleep(max_delay + CHECK_SECONDS)
+    assert spark_operator.log.added_names() == [], "a quiet topic runs nothing, however long"
 
     produce(kafka, topics.sensors, records(50))
     produced = time.monotonic()
