@@ -77,10 +77,12 @@ def retry_seconds(policy: WakePolicy, failures: int) -> float:
 
 def next_check(policy: WakePolicy, backlog: BacklogView | None, now: datetime) -> datetime:
     """When to look again: after checkSeconds, or sooner when the oldest record reaches
-    maxDelaySeconds before that."""
+    maxDelaySeconds before that. A record already past it (its wake waits for an application
+    being deleted, or for a schedule's next tick) is looked at again at the usual pace."""
     wait = float(policy.check_seconds)
-    if backlog is not None and backlog.records > 0 and backlog.oldest_age_seconds is not None:
-        wait = min(wait, max(policy.max_delay_seconds - backlog.oldest_age_seconds, 0.0))
+    age = backlog.oldest_age_seconds if backlog is not None and backlog.records > 0 else None
+    if age is not None and age < policy.max_delay_seconds:
+        wait = min(wait, policy.max_delay_seconds - age)
     return now + timedelta(seconds=wait)
 
 

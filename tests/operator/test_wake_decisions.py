@@ -139,6 +139,9 @@ def test_a_scheduled_sleeper_that_gave_up_waits_for_the_next_tick() -> None:
     stage.set_state("FAILED", error="boom")
     stage.step()
     assert (stage.status.phase, stage.status.reason) == (sd.IDLE, "RunFailed")
+    stage.backlog = backlog(500, age=120, end=500)  # past maxDelaySeconds: no busy loop
+    plan = stage.step()
+    assert plan.requeue_after == 5, "looks again at the usual pace"
     stage.advance(60)
     stage.settle()
     assert stage.created == ["demo-enrich-1"], "the same backlog does not wake it again"
