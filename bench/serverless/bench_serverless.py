@@ -42,13 +42,15 @@ sys.path.insert(0, str(REPO_ROOT / "bench" / "serverless"))
 sys.path.insert(0, str(REPO_ROOT))
 
 from common import command_line, machine  # noqa: E402
-from simulate import Costs, Load, always_on, stage_spec, with_runs  # noqa: E402
+from simulate import Costs, Load, always_on, with_runs  # noqa: E402
 
 from carstream.broker import EmbeddedBroker  # noqa: E402
 from carstream.config import KafkaSettings, positive_float_arg, positive_int_arg  # noqa: E402
 from carstream.kafka_admin import TopicAdmin  # noqa: E402
+from tests.operator.stage_simulation import stage_spec as test_stage_spec  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
+AVAILABLE_NOW = {"type": "availableNow"}
 CLUSTER_RESULTS = REPO_ROOT / "bench" / "cluster" / "results.json"
 LATENCY_RESULTS = REPO_ROOT / "bench" / "results" / "latency.json"
 CRON = "*/15 * * * *"
@@ -142,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     model, sources = costs(starts)
     load = Load(hours=args.hours)
     outcomes = [always_on(load, model)]
-    cron = with_runs(f"cron {CRON}", stage_spec(schedule=CRON), load, model)
+    cron = with_runs(
+        f"cron {CRON}", test_stage_spec(trigger=AVAILABLE_NOW, schedule=CRON), load, model
+    )
     outcomes.append(cron)
     for wake in WAKES:
         label = "wake " + ", ".join(f"{key} {value}" for key, value in wake.items())
-        outcomes.append(with_runs(label, stage_spec(wake=wake), load, model))
+        outcomes.append(
+            with_runs(label, test_stage_spec(trigger=AVAILABLE_NOW, wake=wake), load, model)
+        )
     rows = [outcome.summary(load.hours) for outcome in outcomes]
     always, cron_row = rows[0], rows[1]
     for row in rows[2:]:

@@ -195,18 +195,3 @@ def _observation(
         desired_spec_hash=SPEC_HASH,
         backlog=backlog,
     )
-
-
-def stage_spec(**fields: Any) -> StageSpec:
-    return StageSpec.from_dict(
-        {
-            "pipeline": "bench",
-            "stage": "enrich",
-            "job": "enrich",
-            "image": "carstream:bench",
-            "kafka": {"bootstrapServers": "kafka:9092"},
-            "storage": {"warehouse": "s3a://b/data", "checkpointRoot": "s3a://b/ck"},
-            "trigger": {"type": "availableNow"},
-            **fields,
-        }
-    )

@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from carstream_operator.model import KafkaConnection, StageSpec
 from carstream_operator.settings import Settings
+from carstream_operator.wake import BacklogView
 
 PartitionOffsets = dict[tuple[str, int], int]
 """Offset by (topic, partition)."""
@@ -334,8 +335,8 @@ class BacklogReaders:
 
     def read(
         self, spec: StageSpec, floor: PartitionOffsets, now: datetime
-    ) -> tuple[Backlog | None, str | None]:
-        """The stage's backlog, or why it cannot be told."""
+    ) -> tuple[BacklogView | None, str | None]:
+        """The stage's backlog as the decision takes it, or why it cannot be told."""
         stage = stage_input(spec)
         if stage is None:
             return None, f"the operator does not know the input topic of job {spec.job}"
@@ -352,6 +353,10 @@ class BacklogReaders:
             reader = BacklogReader(client_config(kafka, login, ca_file))
             self._readers = {key: reader}  # what an older password opened is dropped
         try:
-            return reader.read(stage, floor, now), None
+            seen = reader.read(stage, floor, now)
         except BacklogError as error:
             return None, str(error)
+        view = BacklogView(
+            seen.records, seen.oldest_age_seconds, offsets_to_status(seen.end_offsets)
+        )
+        return view, None

@@ -27,11 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from carstream_operator import builders, driver_failure, metrics
 from carstream_operator import resources as r
 from carstream_operator import stage_decisions as sd
-from carstream_operator.backlog import (
-    BacklogReaders,
-    offsets_from_status,
-    offsets_to_status,
-)
+from carstream_operator.backlog import BacklogReaders, offsets_from_status
 from carstream_operator.kube_api import KubeApi, Obj, load_client_config, owned_by
 from carstream_operator.model import ApplicationView, StageSpec, StageStatus
 from carstream_operator.pipeline_decisions import ExistingStage, plan_stages, summarize
@@ -440,13 +436,7 @@ async def _backlog(
 ) -> tuple[BacklogView | None, str | None]:
     """The backlog of a sleeping stage's input, read in a thread (the Kafka client blocks)."""
     floor = offsets_from_status(status.wake.drained_offsets)
-    now = utc_now()
-    backlog, error = await asyncio.to_thread(runtime.backlogs.read, spec, floor, now)
-    if backlog is None:
-        return None, error
-    return BacklogView(
-        backlog.records, backlog.oldest_age_seconds, offsets_to_status(backlog.end_offsets)
-    ), None
+    return await asyncio.to_thread(runtime.backlogs.read, spec, floor, utc_now())
 
 
 async def _applications(
