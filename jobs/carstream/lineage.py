@@ -61,10 +61,12 @@ logger = logging.getLogger("carstream.lineage")
 QUERY_TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "enrich": (("sensors",), ("enriched", "dlq")),
     "detect": (("enriched",), ("alerts", "dlq")),
+    "enrich-detect": (("sensors",), ("enriched", "alerts", "dlq")),
     "count": (("alerts",), ("counts",)),
     "count-dead-letters": (("alerts",), ("dlq",)),
 }
-QUERY_TABLES: dict[str, tuple[str, ...]] = {"enrich": ("car_models", "car_colors", "cars")}
+_DIMENSIONS = ("car_models", "car_colors", "cars")
+QUERY_TABLES: dict[str, tuple[str, ...]] = {"enrich": _DIMENSIONS, "enrich-detect": _DIMENSIONS}
 
 DatasetId = tuple[str, str]
 """(namespace, name) of a dataset, as OpenLineage names it."""

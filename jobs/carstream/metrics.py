@@ -199,8 +199,9 @@ def record_progress(pipeline: str, progress: Mapping[str, Any]) -> None:
     operators = progress.get("stateOperators") or []
     if operators:
         STATE_ROWS.labels(*labels).set(sum(int(op.get("numRowsTotal") or 0) for op in operators))
-    for observed in (progress.get("observedMetrics") or {}).values():
-        record_observed(pipeline, labels[1], observed)
+    for name, observed in (progress.get("observedMetrics") or {}).items():
+        # Named after the stage whose counts they are (enrich-detect observes both stages').
+        record_observed(pipeline, stage_of(name), observed)
 
 
 def record_alive(pipeline: str, query: str, timestamp: str | None) -> float:

@@ -65,7 +65,7 @@ from carstream.metrics import GeneratorMetrics, MetricsSettings
 from carstream.progress import TopicProgress
 from carstream.s3_server import S3Server, S3ServerError
 from carstream.shutdown import StopSignals, stop_requested_on_signals
-from carstream.stages import StageUsageError, count, detect, dims, enrich, generate
+from carstream.stages import StageUsageError, count, detect, dims, enrich, enrich_detect, generate
 from carstream.stages.streaming import StreamJob, observe_queries
 from carstream.windows_chart import WindowChartWriter
 
@@ -98,6 +98,7 @@ class RunSettings:
     metrics: MetricsSettings = dataclasses.field(default_factory=MetricsSettings)
     lineage: LineageSettings = dataclasses.field(default_factory=LineageSettings)
     windows_png: Path | None = None  # --windows-png: the picture of the alert windows
+    fuse: bool = True  # --fuse: enrich and detect as one query (stages.enrich_detect)
 
     @property
     def storage(self) -> StorageSettings:
@@ -196,6 +197,7 @@ def run_pipeline(
         if run.embedded_s3:
             run = _start_s3_server(run, cleanup)
         _prepare_storage(run)
+        _check_enrich_detect_mode(run)
         broker: embedded.EmbeddedBroker | None = None
         if not kafka.bootstrap_servers:
             started = time.monotonic()
@@ -253,9 +255,13 @@ def run_pipeline(
         observe_queries(spark, job, run.storage)
         if run.metrics.port is not None:
             _say(f"metrics at http://{run.metrics.address}:{run.metrics.port}/metrics")
-        queries += enrich.start(spark, job, run.storage)
-        job = dataclasses.replace(job, stream=run.stream("detect"))
-        queries += detect.start(spark, job, detect_settings)
+        if run.fuse:
+            job = dataclasses.replace(job, stream=run.stream(enrich_detect.STAGE))
+            queries += enrich_detect.start(spark, job, run.storage, detect_settings)
+        else:
+            queries += enrich.start(spark, job, run.storage)
+            job = dataclasses.replace(job, stream=run.stream("detect"))
+            queries += detect.start(spark, job, detect_settings)
         job = dataclasses.replace(job, stream=run.stream("count"))
         queries += count.start(
             spark, job, count_settings, console=sys.stdout, on_windows=chart.add if chart else None
@@ -313,6 +319,21 @@ def _start_s3_server(run: RunSettings, cleanup: ExitStack) -> RunSettings:
 def _stop_s3_server(server: S3Server) -> None:
     _say("stopping the S3 server")
     server.stop()
+
+
+def _check_enrich_detect_mode(run: RunSettings) -> None:
+    """Refuses to switch between fused and separate enrich and detect on the same checkpoints:
+    the other mode's queries have checkpoints of their own and would read every event again."""
+    present = {checkpoint.stage for checkpoint in storage.checkpoints(run.checkpoints, run.s3)}
+    mine = {enrich_detect.STAGE} if run.fuse else {enrich.STAGE, detect.STAGE}
+    others = {enrich_detect.STAGE, enrich.STAGE, detect.STAGE} - mine
+    if present & others and not present & mine:
+        flag, other = ("--fuse", "--no-fuse") if run.fuse else ("--no-fuse", "--fuse")
+        raise PipelineFailed(
+            f"the checkpoints under {run.checkpoints} are of a run with {other} "
+            f"({', '.join(sorted(present & others))}): run with {other} again, or with "
+            f"--fresh to start over ({flag} on these checkpoints would read every event again)"
+        )
 
 
 def _prepare_storage(run: RunSettings) -> None:
@@ -477,6 +498,14 @@ def add_cli(commands: Any) -> None:
     )
     S3Settings.add_arguments(parser)
     group.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run enrich and detect as one query that parses each event once and writes "
+        "samples-enriched and alert-data from the same rows (default); --no-fuse: as two "
+        "queries, detect reading samples-enriched",
+    )
+    group.add_argument(
         "--duration",
         type=_seconds,
         help="stop after this many seconds of running pipeline, e.g. 90 or '2 minutes' "
@@ -547,6 +576,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         metrics=MetricsSettings.from_args(args),
         lineage=LineageSettings.from_args(args),
         windows_png=args.windows_png,
+        fuse=args.fuse,
     )
     generator = GeneratorSettings(
         rate=args.rate, time_limit=args.time_limit, max_events=args.max_events

@@ -39,7 +39,7 @@ GARBAGE: dict[str, list[str]] = {
     "out_of_range": [as_json(sensor_event(speed=999))],
     "unknown_car": [as_json(sensor_event(car_id=UNKNOWN_CAR))] * 2,
 }
-QUERIES = ("enrich", "detect", "count", "count-dead-letters")
+QUERIES = ("enrich-detect", "count", "count-dead-letters")  # carstream run fuses enrich, detect
 STAGE_METRICS = ("carstream_query_", "carstream_stage_", "carstream_alerts", "carstream_windows")
 STAGE_METRICS += ("carstream_latest_window_", "carstream_generator_")
 
@@ -145,8 +145,7 @@ def observed(
             ends = admin.end_offsets(topics.all())
             return (
                 prometheus.value(enriched_all) == expected
-                and read("enrich") == ends[topics.sensors]
-                and read("detect") == ends[topics.enriched]
+                and read("enrich-detect") == ends[topics.sensors]
                 and read("count") == read("count-dead-letters") == ends[topics.alerts] > 0
             )
 
@@ -217,8 +216,7 @@ def test_generator_and_windows_metrics_match_what_was_written(observed: Observed
 
 def test_the_stages_consumer_groups_show_lag_zero(observed: ObservedRun) -> None:
     t = observed.topics
-    inputs = {"enrich": t.sensors, "detect": t.enriched, "count": t.alerts}
-    inputs["count-dead-letters"] = t.alerts
+    inputs = {"enrich-detect": t.sensors, "count": t.alerts, "count-dead-letters": t.alerts}
     for query, topic in inputs.items():
         lag = consumer_groups.group_lag(
             observed.kafka, consumer_groups.group_name(PIPELINE, query), [topic]

@@ -11,6 +11,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from pyspark.sql import SparkSession
 
 from carstream.config import (
@@ -23,7 +24,7 @@ from carstream.config import (
     StreamSettings,
     Topics,
 )
-from carstream.stages import count, detect, dims, enrich, generate
+from carstream.stages import count, detect, dims, enrich, enrich_detect, generate
 from carstream.stages.streaming import StreamJob, await_queries
 from tests.fixtures.kafka import consume, header_map, json_values, produce
 from tests.integration.expected import (
@@ -75,8 +76,9 @@ def _job(kafka: KafkaSettings, topics: Topics, checkpoints: Path, stage: str) ->
     return StreamJob(kafka=kafka, topics=topics, stream=stream)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["separate", "fused"])
 def test_every_stage_computes_what_the_spec_says(
-    spark: SparkSession, kafka: KafkaSettings, topics: Topics, tmp_path: Path
+    spark: SparkSession, kafka: KafkaSettings, topics: Topics, tmp_path: Path, fused: bool
 ) -> None:
     warehouse, checkpoints = tmp_path / "warehouse", tmp_path / "checkpoints"
     storage = StorageSettings(warehouse=str(warehouse))
@@ -93,8 +95,12 @@ def test_every_stage_computes_what_the_spec_says(
     produce(kafka, topics.enriched, [(b"garbage", ENRICHED_GARBAGE[0])])
     produce(kafka, topics.alerts, [(b"garbage", ALERT_GARBAGE[0])])
 
-    enrich.run(spark, _job(kafka, topics, checkpoints, "enrich"), storage)
-    detect.run(spark, _job(kafka, topics, checkpoints, "detect"), DetectSettings())
+    if fused:
+        job = _job(kafka, topics, checkpoints, enrich_detect.STAGE)
+        enrich_detect.run(spark, job, storage, DetectSettings())
+    else:
+        enrich.run(spark, _job(kafka, topics, checkpoints, "enrich"), storage)
+        detect.run(spark, _job(kafka, topics, checkpoints, "detect"), DetectSettings())
     console = io.StringIO()
     await_queries(count.start(spark, _job(kafka, topics, checkpoints, "count"), COUNTING, console))
 
@@ -130,9 +136,12 @@ def test_every_stage_computes_what_the_spec_says(
     dead_letters = {m.value() or b"": m for m in consume(kafka, topics.dlq)}
     cases = [
         *((value, why, "enrich", topics.sensors) for value, why in garbage),
-        (*ENRICHED_GARBAGE, "detect", topics.enriched),
         (*ALERT_GARBAGE, "count", topics.alerts),
     ]
+    if fused:  # the fused stage does not read samples-enriched: what others write there stays
+        assert ENRICHED_GARBAGE[0] not in dead_letters
+    else:
+        cases.append((*ENRICHED_GARBAGE, "detect", topics.enriched))
     assert len(dead_letters) == len(cases)
     for value, why, stage, source_topic in cases:
         assert value in dead_letters, f"{value!r} is not in the dead-letter topic"

@@ -20,7 +20,7 @@ from carstream.config import (
     StreamSettings,
     Topics,
 )
-from carstream.stages import count, detect, dims, enrich, generate
+from carstream.stages import count, detect, dims, enrich, enrich_detect, generate
 from carstream.stages.streaming import StreamJob, await_queries
 from tests.fixtures.kafka import consume, end_offsets, json_values, produce
 from tests.integration.expected import (
@@ -43,12 +43,18 @@ def _job(kafka: KafkaSettings, topics: Topics, checkpoint: Path) -> StreamJob:
 
 
 def enrich_args(
-    kafka: KafkaSettings, topics: Topics, warehouse: str, checkpoint: str, *more: str
+    kafka: KafkaSettings,
+    topics: Topics,
+    warehouse: str,
+    checkpoint: str,
+    *more: str,
+    stage: str = "enrich",
 ) -> list[str]:
-    """`carstream stage enrich` reading a few hundred events per micro-batch."""
+    """`carstream stage enrich` (or `enrich-detect`) reading a few hundred events per
+    micro-batch."""
     return [
         "stage",
-        "enrich",
+        stage,
         "--bootstrap-servers",
         kafka.bootstrap_servers,
         "--topic-sensors",
@@ -57,6 +63,8 @@ def enrich_args(
         topics.enriched,
         "--topic-dlq",
         topics.dlq,
+        "--topic-alerts",
+        topics.alerts,
         "--warehouse",
         warehouse,
         "--checkpoint-location",
@@ -132,3 +140,38 @@ def test_a_killed_stage_resumes_without_loss_and_alerts_count_once(
     await_queries(count.start(spark, job, COUNTING, io.StringIO()))
     windows = latest_per_key((m.key(), m.value()) for m in consume(kafka, topics.counts))
     assert windows == window_counts([*expected.alerts.values(), *fresh], WINDOW, SLIDE)
+
+
+def test_a_killed_fused_stage_resumes_without_loss_on_either_topic(
+    spark: SparkSession, kafka: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    """enrich-detect killed mid-stream: started again from its checkpoint, it leaves every
+    enriched event and every alert in Kafka, each at least once, and each dead letter."""
+    warehouse, checkpoint = tmp_path / "warehouse", tmp_path / "checkpoints" / "enrich-detect"
+    storage = StorageSettings(warehouse=str(warehouse))
+    dims.run(spark, DimsSettings(num_cars=20, seed=5), storage)
+    car_ids = generate.read_car_ids(storage)
+    generate.run(kafka, topics, GeneratorSettings(rate=1000, max_events=EVENTS, seed=5), car_ids)
+    produce(kafka, topics.sensors, [(b"garbage", b"not json"), (b"garbage", b"{}")])
+
+    args = enrich_args(kafka, topics, str(warehouse), str(checkpoint), stage=enrich_detect.STAGE)
+    kill_after_first_batches(args, kafka, topics, tmp_path / "enrich-detect.out")
+    written = end_offsets(kafka, [topics.enriched, topics.alerts])
+    assert 0 < written[topics.enriched] < EVENTS, "the kill should land mid-stream"
+    assert written[topics.alerts] > 0, "alerts are written with their enriched events"
+
+    job = _job(kafka, topics, checkpoint)
+    enrich_detect.run(spark, job, storage, DetectSettings())
+
+    expected = expected_outputs(
+        [m.value() or b"" for m in consume(kafka, topics.sensors)], read_profiles(warehouse)
+    )
+    enriched = json_values(consume(kafka, topics.enriched))
+    assert {e["event_id"]: e for e in enriched} == expected.enriched, "no enriched event lost"
+    alerts = json_values(consume(kafka, topics.alerts))
+    assert {a["event_id"]: a for a in alerts} == expected.alerts, "no alert lost"
+    # At least once, and no more than the micro-batch the kill cut short written twice.
+    assert EVENTS <= len(enriched) <= EVENTS + PER_BATCH
+    assert len(expected.alerts) <= len(alerts) <= len(expected.alerts) + PER_BATCH
+    dead_letters = [m.value() for m in consume(kafka, topics.dlq)]
+    assert sorted(set(dead_letters)) == [b"not json", b"{}"]

@@ -87,6 +87,12 @@ def test_run_shows_windows_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     assert _last_progress(output)[0] >= produced + 5 * 20 * 0.9
     assert _cars(state) == first_cars
 
+    # enrich and detect as separate queries would start their own checkpoints from the start
+    # of the topics: refused, saying how to go on.
+    result = run_carstream(["run", "--state-dir", str(state), "--no-fuse", "--duration", "5"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "of a run with --fuse (enrich-detect): run with --fuse again" in result.stderr
+
 
 def test_run_refuses_bad_options() -> None:
     result = run_carstream(["run", "--duration", "soon"])
@@ -128,7 +134,7 @@ def test_run_with_storage_s3_keeps_warehouse_and_checkpoints_in_its_s3_server(
     # Everything went to the bucket (the server's files), nothing to local folders.
     bucket = state / "s3" / "carstream"
     assert len(_cars(bucket)) == 20
-    for stage in ("enrich", "detect", "count/windows"):
+    for stage in ("enrich-detect", "count/windows"):
         assert list((bucket / "checkpoints" / stage / "commits").iterdir()), stage
     assert not (state / "warehouse").exists() and not (state / "checkpoints").exists()
 

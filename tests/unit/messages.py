@@ -8,6 +8,10 @@ from typing import Any
 
 from pyspark.sql import DataFrame, Row, SparkSession
 
+from carstream import schemas
+from carstream.config import DimsSettings
+from carstream.stages import dims, enrich
+
 Message = str | bytes | Mapping[str, Any] | None
 """A Kafka record value: JSON text, raw bytes, a JSON object to serialize, or a tombstone."""
 
@@ -74,3 +78,10 @@ def kafka_records(
 
 def headers(record: Row) -> dict[str, str]:
     return {header["key"]: bytes(header["value"]).decode() for header in record["headers"] or []}
+
+
+def car_profiles(spark: SparkSession) -> DataFrame:
+    """The profile of KNOWN_CAR (driver 123456789, a gray Kia Rio) and of no other car."""
+    cars = spark.createDataFrame([(KNOWN_CAR, 123456789, 6, 3)], schemas.CARS)
+    built = dims.build(spark, DimsSettings(num_cars=1, seed=1))
+    return enrich.car_profiles(dims.Dimensions(built.car_models, built.car_colors, cars))

@@ -9,12 +9,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from carstream import schemas
-from carstream.config import DimsSettings, Topics
-from carstream.stages import dims, enrich
+from carstream.config import Topics
+from carstream.stages import enrich
 from tests.unit.messages import (
     KNOWN_CAR,
     UNKNOWN_CAR,
     Message,
+    car_profiles,
     headers,
     kafka_records,
     sensor_event,
@@ -23,9 +24,7 @@ from tests.unit.messages import (
 
 @pytest.fixture(scope="module")
 def profiles(spark: SparkSession) -> DataFrame:
-    cars = spark.createDataFrame([(KNOWN_CAR, 123456789, 6, 3)], schemas.CARS)
-    built = dims.build(spark, DimsSettings(num_cars=1, seed=1))
-    return enrich.car_profiles(dims.Dimensions(built.car_models, built.car_colors, cars))
+    return car_profiles(spark)
 
 
 def test_expected_gear_rounds_half_up(spark: SparkSession) -> None:

@@ -146,3 +146,19 @@ def test_group_lag_counts_partitions_never_committed_from_their_start() -> None:
 def test_the_stage_of_a_query_is_its_name_up_to_the_first_dash() -> None:
     assert metrics.stage_of("count-dead-letters") == "count"
     assert metrics.stage_of("enrich") == "enrich"
+
+
+def test_the_fused_query_counts_for_enrich_and_for_detect() -> None:
+    pipeline = f"p-{uuid.uuid4().hex[:6]}"
+    observed = {
+        "enrich": {"valid": 90, "dead_letter_unknown_car": 10},
+        "detect": {"valid": 90, "alerts": 30, "rule_gear": 30},
+    }
+    metrics.record_progress(pipeline, progress("enrich-detect", observedMetrics=observed))
+    enrich, detect = ({"pipeline": pipeline, "stage": stage} for stage in ("enrich", "detect"))
+    assert sample("carstream_stage_records_total", **enrich, outcome="dead_letter") == 10
+    assert sample("carstream_stage_records_total", **detect, outcome="valid") == 90
+    assert sample("carstream_stage_records_total", **detect, outcome="dead_letter") is None
+    assert sample("carstream_alerts_total", **detect, rule="gear") == 30
+    query = {"pipeline": pipeline, "stage": "enrich", "query": "enrich-detect"}
+    assert sample("carstream_query_input_rows_total", **query) == 500

@@ -30,6 +30,7 @@ STAGE_MODULES: dict[str, str] = {
     "enrich": "carstream.stages.enrich",
     "detect": "carstream.stages.detect",
     "count": "carstream.stages.count",
+    "enrich-detect": "carstream.stages.enrich_detect",
 }
 
 STAGE_SUMMARIES: dict[str, str] = {
@@ -38,6 +39,8 @@ STAGE_SUMMARIES: dict[str, str] = {
     "enrich": "join sensor events with the dimensions (sensors-sample -> samples-enriched)",
     "detect": "keep the enriched events that break a rule (samples-enriched -> alert-data)",
     "count": "count alerts per sliding event-time window (alert-data -> alert-counts, console)",
+    "enrich-detect": "enrich and detect in one pass (sensors-sample -> samples-enriched and "
+    "alert-data)",
 }
 
 
