@@ -6,7 +6,6 @@ where DataFrames meet Kafka topics, Parquet folders and checkpoints.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -15,18 +14,13 @@ from typing import Any
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import DataStreamWriter, StreamingQuery, StreamingQueryListener
-from pyspark.sql.streaming.listener import (
-    QueryIdleEvent,
-    QueryProgressEvent,
-    QueryStartedEvent,
-    QueryTerminatedEvent,
-)
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from carstream import lineage, metrics, toolchain
 from carstream.config import KafkaSettings, S3Settings, StreamSettings
 from carstream.consumer_groups import OffsetCommitter
 from carstream.metrics import DEAD_LETTER_COUNT_PREFIX, RULE_COUNT_PREFIX, VALID_COUNT
+from carstream.query_events import QueryEventHandler
 
 LOG4J_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
@@ -255,8 +249,8 @@ def describe_progress(progress: Mapping[str, Any]) -> str:
         f"in {seconds:.1f} s ({rate:,.0f} rows/s)"
     ]
     for observed in (progress.get("observedMetrics") or {}).values():
-        values = observed.asDict() if hasattr(observed, "asDict") else dict(observed)
-        parts.extend(describe_observed({name: int(value or 0) for name, value in values.items()}))
+        counts = {name: int(value or 0) for name, value in dict(observed).items()}
+        parts.extend(describe_observed(counts))
     return ", ".join(parts)
 
 
@@ -291,52 +285,40 @@ def describe_observed(values: Mapping[str, int]) -> list[str]:
     return parts
 
 
-class ProgressLogger(StreamingQueryListener):
+class ProgressLogger(QueryEventHandler):
     """Logs one line per micro-batch of every query in the session, and how queries end."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
         self.names: dict[str, str] = {}
 
-    def onQueryStarted(self, event: QueryStartedEvent) -> None:
-        name = event.name or str(event.id)
-        self.names[str(event.id)] = name
-        extra = {"query": name, "query_id": str(event.id)}
-        self.logger.info("%s started (run %s)", name, event.runId, extra=extra)
+    def started(self, event: Mapping[str, Any]) -> None:
+        name = event.get("name") or str(event["id"])
+        self.names[str(event["id"])] = name
+        extra = {"query": name, "query_id": str(event["id"])}
+        self.logger.info("%s started (run %s)", name, event["runId"], extra=extra)
 
-    def onQueryProgress(self, event: QueryProgressEvent) -> None:
-        progress = event.progress
+    def progress(self, report: Mapping[str, Any]) -> None:
         self.logger.info(
-            describe_progress(
-                {
-                    "name": progress.name,
-                    "batchId": progress.batchId,
-                    "numInputRows": progress.numInputRows,
-                    "processedRowsPerSecond": progress.processedRowsPerSecond,
-                    "batchDuration": progress.batchDuration,
-                    "observedMetrics": progress.observedMetrics,
-                }
-            ),
+            describe_progress(report),
             extra={
-                "query": progress.name,
-                "query_id": str(progress.id),
-                "batch_id": progress.batchId,
+                "query": report.get("name"),
+                "query_id": str(report.get("id")),
+                "batch_id": report.get("batchId"),
             },
         )
 
-    def onQueryIdle(self, event: QueryIdleEvent) -> None:
-        pass
-
-    def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
-        name = self.names.pop(str(event.id), str(event.id))
-        extra = {"query": name, "query_id": str(event.id)}
-        if event.exception:
-            self.logger.error("%s failed: %s", name, event.exception.splitlines()[0], extra=extra)
+    def terminated(self, event: Mapping[str, Any]) -> None:
+        name = self.names.pop(str(event["id"]), str(event["id"]))
+        extra = {"query": name, "query_id": str(event["id"])}
+        if event.get("exception"):
+            first_line = str(event["exception"]).splitlines()[0]
+            self.logger.error("%s failed: %s", name, first_line, extra=extra)
         else:
             self.logger.info("%s stopped", name, extra=extra)
 
 
-class QueryMetrics(StreamingQueryListener):
+class QueryMetrics(QueryEventHandler):
     """Metrics (carstream.metrics) from every progress report of the session's queries, and
     the processed offsets committed to the queries' consumer groups (when `committer` is
     set). An idle query (no new input) still reports that it is alive."""
@@ -346,29 +328,24 @@ class QueryMetrics(StreamingQueryListener):
         self.committer = committer
         self.names: dict[str, str] = {}
 
-    def onQueryStarted(self, event: QueryStartedEvent) -> None:
-        self.names[str(event.id)] = event.name or str(event.id)
+    def started(self, event: Mapping[str, Any]) -> None:
+        self.names[str(event["id"])] = event.get("name") or str(event["id"])
 
-    def onQueryProgress(self, event: QueryProgressEvent) -> None:
-        try:
-            progress = json.loads(event.progress.json)
-            metrics.record_progress(self.pipeline, progress)
-            if self.committer is not None:
-                offsets = metrics.processed_offsets(progress)
-                self.committer.commit(str(progress.get("name")), offsets)
-        except Exception:  # a listener that raises is dropped by Spark: log and go on
-            metrics.logger.exception("could not record the progress of a micro-batch")
+    def progress(self, report: Mapping[str, Any]) -> None:
+        metrics.record_progress(self.pipeline, report)
+        if self.committer is not None:
+            self.committer.commit(str(report.get("name")), metrics.processed_offsets(report))
 
-    def onQueryIdle(self, event: QueryIdleEvent) -> None:
-        name = self.names.get(str(event.id))
+    def idle(self, event: Mapping[str, Any]) -> None:
+        name = self.names.get(str(event["id"]))
         if name is not None:
-            metrics.record_alive(self.pipeline, name, event.timestamp)
+            metrics.record_alive(self.pipeline, name, event.get("timestamp"))
 
-    def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
-        self.names.pop(str(event.id), None)
+    def terminated(self, event: Mapping[str, Any]) -> None:
+        self.names.pop(str(event["id"]), None)
 
 
-class QueryLineage(StreamingQueryListener):
+class QueryLineage(QueryEventHandler):
     """carstream's lineage events (carstream.lineage.StageLineage) of the session's queries:
     START with what the query reads and writes (`datasets(query name)` -> inputs, outputs)
     when it starts, COMPLETE or FAIL when it ends; the query's run id is the event's."""
@@ -382,19 +359,13 @@ class QueryLineage(StreamingQueryListener):
         self.datasets = datasets
         self.names: dict[str, str] = {}
 
-    def onQueryStarted(self, event: QueryStartedEvent) -> None:
-        name = event.name or str(event.id)
-        self.names[str(event.id)] = name
+    def started(self, event: Mapping[str, Any]) -> None:
+        name = event.get("name") or str(event["id"])
+        self.names[str(event["id"])] = name
         inputs, outputs = self.datasets(name)
-        self.events.send(self.events.event("START", name, str(event.runId), inputs, outputs))
+        self.events.send(self.events.event("START", name, str(event["runId"]), inputs, outputs))
 
-    def onQueryProgress(self, event: QueryProgressEvent) -> None:
-        pass
-
-    def onQueryIdle(self, event: QueryIdleEvent) -> None:
-        pass
-
-    def onQueryTerminated(self, event: QueryTerminatedEvent) -> None:
-        name = self.names.pop(str(event.id), str(event.id))
-        ended = "FAIL" if event.exception else "COMPLETE"
-        self.events.send(self.events.event(ended, name, str(event.runId)))
+    def terminated(self, event: Mapping[str, Any]) -> None:
+        name = self.names.pop(str(event["id"]), str(event["id"]))
+        ended = "FAIL" if event.get("exception") else "COMPLETE"
+        self.events.send(self.events.event(ended, name, str(event["runId"])))

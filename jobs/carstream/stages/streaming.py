@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from carstream import lineage, metrics, spark_io, toolchain
+from carstream import lineage, metrics, query_events, spark_io, toolchain
 from carstream.config import (
     KafkaSettings,
     S3Settings,
@@ -28,6 +28,7 @@ from carstream.consumer_groups import OffsetCommitter
 from carstream.idle_stop import IdleWatch
 from carstream.lineage import LineageSettings
 from carstream.metrics import MetricsSettings
+from carstream.query_events import QueryEventHandler
 from carstream.shutdown import stop_requested_on_signals
 from carstream.stages import StageUsageError, configure_logging
 
@@ -146,16 +147,20 @@ def await_queries(
 
 
 def observe_queries(
-    spark: SparkSession, job: StreamJob, storage: StorageSettings | None
+    spark: SparkSession,
+    job: StreamJob,
+    storage: StorageSettings | None,
+    *handlers: QueryEventHandler,
 ) -> OffsetCommitter:
-    """What every streaming session gets: the metrics listener (which also commits offsets to
+    """What every streaming session gets: the metrics handler (which also commits offsets to
     the queries' consumer groups), the metrics endpoint of --metrics-port, and with --lineage
-    carstream's lineage events of each query. Returns the committer (commit_last_offsets)."""
+    carstream's lineage events of each query; `handlers` too, behind the same one listener
+    (query_events). Returns the committer (commit_last_offsets)."""
     committer = OffsetCommitter(job.kafka, job.metrics.pipeline)
-    spark.streams.addListener(spark_io.QueryMetrics(job.metrics.pipeline, committer))
+    every = [*handlers, spark_io.QueryMetrics(job.metrics.pipeline, committer)]
     metrics.serve(job.metrics)
     if job.lineage.enabled:
-        spark.streams.addListener(
+        every.append(
             spark_io.QueryLineage(
                 lineage.StageLineage(job.lineage),
                 lambda query: lineage.query_datasets(
@@ -163,6 +168,7 @@ def observe_queries(
                 ),
             )
         )
+    query_events.listen(spark, *every)
     return committer
 
 
@@ -209,8 +215,7 @@ def stage_main(
     except toolchain.ToolchainMissing as error:
         print(f"carstream stage {stage}: {error}", file=sys.stderr)
         return EXIT_FAILED
-    spark.streams.addListener(spark_io.ProgressLogger(logger))
-    committer = observe_queries(spark, job, storage)
+    committer = observe_queries(spark, job, storage, spark_io.ProgressLogger(logger))
     seconds = job.stream.idle_stop_seconds
     try:
         with stop_requested_on_signals() as stop:
