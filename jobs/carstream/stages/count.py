@@ -81,17 +81,26 @@ def deduplicate(alerts: DataFrame, settings: CountSettings) -> DataFrame:
     )
 
 
+_COLOR = "_color_lowercase"
+
+
 def family_count(name: str, members: Sequence[str]) -> Column:
-    """How many rows have a color_name in `members`, ignoring case."""
+    """How many rows have a color_name in `members`, ignoring case (over rows with the
+    column _COLOR: window_counts)."""
     lowered = sorted({member.lower() for member in members})
-    in_family = F.lower(F.col("color_name")).isin(lowered)
+    in_family = F.col(_COLOR).isin(lowered)
     return F.count_if(in_family).cast("int").alias(f"num_of_{name}")
 
 
 def window_counts(alerts: DataFrame, settings: CountSettings) -> DataFrame:
     """Deduplicated alerts -> one row per window (per updated window in a stream)."""
     window = F.window(EVENT_TIMESTAMP, settings.window, settings.slide)
-    counted = alerts.groupBy(window.alias("window")).agg(
+    # Lower-cased once per alert, not once per family and window: a sliding window copies
+    # each alert into window/slide rows (15 by default) before the aggregation, and Spark
+    # 4's lower() goes through ICU's case mapping (5.6% of the Spark JVM's samples in
+    # carstream run at 2,000 events/s before this).
+    colored = alerts.withColumn(_COLOR, F.lower(F.col("color_name")))
+    counted = colored.groupBy(window.alias("window")).agg(
         F.count(F.lit(1)).cast("int").alias("num_of_rows"),
         *(family_count(name, members) for name, members in settings.color_families.items()),
         F.max("speed").alias("maximum_speed"),
