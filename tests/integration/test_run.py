@@ -48,7 +48,8 @@ def _cars(state: Path) -> list[dict[str, int]]:
 def test_run_shows_windows_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     state = tmp_path / "state"
     log = tmp_path / "run.out"
-    process = start_carstream(["run", "--state-dir", str(state), *FAST], log)
+    counter_every = ["--count-trigger-interval", "2 seconds"]
+    process = start_carstream(["run", "--state-dir", str(state), *FAST, *counter_every], log)
     children: set[int] = set()
     try:
 
@@ -66,6 +67,7 @@ def test_run_shows_windows_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     assert len(children) >= 2, "the run should have started a broker and Spark"
     assert not any(alive(pid) for pid in children), "a process outlived carstream run"
     assert "stop requested: stopping" in output
+    assert "(trigger every 1 second, count every 2 seconds;" in output
     produced, enriched, alerts, dead_letters = _last_progress(output)
     assert 0 < alerts <= enriched <= produced and dead_letters == 0, output
     assert "num_of_silver" in output
