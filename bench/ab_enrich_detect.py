@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,17 +154,23 @@ def main() -> int:
         kafka = KafkaSettings(bootstrap_servers=args.bootstrap_servers)
         print(json.dumps(drain(args.work_dir, kafka, args.sensors, variants[0][1])))
         return 0
+    temporary = args.work_dir is None
     args.work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="carstream-ab-"))
     results: dict[str, list[int]] = {name: [] for name, _ in variants}
-    with EmbeddedBroker(args.work_dir / "kafka", heap="1g") as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
-        sensors = prepare(args.work_dir, kafka, args.events).sensors
-        for round_number in range(args.rounds):
-            for name, text in zip(results, args.variant, strict=True):
-                result = run_child(args, kafka, sensors, text)
-                results[name].append(result["events_per_second"])
-                shown = {k: result[k] for k in ("rows", "seconds", "events_per_second")}
-                print(json.dumps({"round": round_number, "variant": name, **shown}), flush=True)
+    try:
+        with EmbeddedBroker(args.work_dir / "kafka", heap="1g") as broker:
+            kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+            sensors = prepare(args.work_dir, kafka, args.events).sensors
+            for round_number in range(args.rounds):
+                for name, text in zip(results, args.variant, strict=True):
+                    result = run_child(args, kafka, sensors, text)
+                    results[name].append(result["events_per_second"])
+                    shown = {k: result[k] for k in ("rows", "seconds", "events_per_second")}
+                    line = {"round": round_number, "variant": name, **shown}
+                    print(json.dumps(line), flush=True)
+    finally:
+        if temporary:
+            shutil.rmtree(args.work_dir, ignore_errors=True)
     print(json.dumps({"machine": machine(), "events": args.events}))
     for name, rates in results.items():
         print(f"{name}: median {statistics.median(rates):,.0f} events/s ({rates})")

@@ -1,10 +1,11 @@
 """`carstream run`: the whole pipeline on one machine, with one command.
 
 A Kafka broker (embedded, unless --bootstrap-servers names one), the five topics, the three
-dimensions, the generator (a thread) and the enrich, detect and count streams (one local
-Spark session), with live progress read from the topics' end offsets and the counter's
-windows as they change. It stops after --duration seconds or on Ctrl+C / SIGTERM, in
-order: generator, streams, Spark, broker.
+dimensions, the generator (a thread) and the streams (one local Spark session): enrich and
+detect fused into one query (stages.enrich_detect; --no-fuse: two), and count; with live
+progress read from the topics' end offsets and the counter's windows as they change. It
+stops after --duration seconds or on Ctrl+C / SIGTERM, in order: generator, streams, Spark,
+broker.
 
 State lives under --state-dir (default .carstream): warehouse/ (dimensions),
 checkpoints/<stage> and kafka/ (the embedded broker's data). Running again resumes from the
