@@ -56,7 +56,6 @@ def test_each_handler_gets_start_progress_with_observed_counts_and_end(
         .start()
     )
     query.awaitTermination(120)
-    spark.streams.awaitAnyTermination(1)
     assert query.exception() is None
 
     def settled() -> bool:
