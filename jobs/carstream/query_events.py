@@ -27,8 +27,10 @@ logger = logging.getLogger("carstream.query_events")
 
 class QueryEventHandler:
     """What a handler may override. `started`: id, runId, name, timestamp; `progress`: the
-    progress report (StreamingQueryProgress.json); `idle`: id, runId, timestamp;
-    `terminated`: id, runId, exception (null when the query stopped without error)."""
+    progress report (StreamingQueryProgress.json); `idle`: id, runId, name, timestamp;
+    `terminated`: id, runId, name, exception (null when the query stopped without error).
+    `name` is the query's name, or its id when it has none (for `idle`: None when the query
+    started before the listener)."""
 
     def started(self, event: Mapping[str, Any]) -> None:
         pass
@@ -48,31 +50,47 @@ class _JavaListener:
 
     def __init__(self, handlers: Sequence[QueryEventHandler]) -> None:
         self.handlers = list(handlers)
+        self.names: dict[str, str] = {}  # query id -> name, for the events that lack it
 
-    def _dispatch(self, method: str, jevent: Any, key: str | None = None) -> None:
-        try:
-            event = json.loads(jevent.json())
-        except Exception:  # an exception here would reach Spark's listener bus as a py4j error
-            logger.exception("could not read a streaming query event")
-            return
-        payload = event[key] if key else event
+    def _dispatch(self, method: str, payload: Mapping[str, Any]) -> None:
         for handler in self.handlers:
             try:
                 getattr(handler, method)(payload)
             except Exception:  # one handler's failure must not starve the others
                 logger.exception("%s.%s failed", type(handler).__name__, method)
 
+    @staticmethod
+    def _read(jevent: Any) -> dict[str, Any] | None:
+        try:
+            event: dict[str, Any] = json.loads(jevent.json())
+        except Exception:  # an exception here would reach Spark's listener bus as a py4j error
+            logger.exception("could not read a streaming query event")
+            return None
+        return event
+
     def onQueryStarted(self, jevent: Any) -> None:
-        self._dispatch("started", jevent)
+        event = self._read(jevent)
+        if event is not None:
+            event["name"] = event.get("name") or str(event["id"])
+            self.names[str(event["id"])] = event["name"]
+            self._dispatch("started", event)
 
     def onQueryProgress(self, jevent: Any) -> None:
-        self._dispatch("progress", jevent, "progress")
+        event = self._read(jevent)
+        if event is not None:
+            self._dispatch("progress", event["progress"])
 
     def onQueryIdle(self, jevent: Any) -> None:
-        self._dispatch("idle", jevent)
+        event = self._read(jevent)
+        if event is not None:
+            event["name"] = self.names.get(str(event["id"]))
+            self._dispatch("idle", event)
 
     def onQueryTerminated(self, jevent: Any) -> None:
-        self._dispatch("terminated", jevent)
+        event = self._read(jevent)
+        if event is not None:
+            event["name"] = self.names.pop(str(event["id"]), str(event["id"]))
+            self._dispatch("terminated", event)
 
     class Java:
         implements: ClassVar[list[str]] = [JAVA_LISTENER]

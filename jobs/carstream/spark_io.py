@@ -290,13 +290,10 @@ class ProgressLogger(QueryEventHandler):
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self.names: dict[str, str] = {}
 
     def started(self, event: Mapping[str, Any]) -> None:
-        name = event.get("name") or str(event["id"])
-        self.names[str(event["id"])] = name
-        extra = {"query": name, "query_id": str(event["id"])}
-        self.logger.info("%s started (run %s)", name, event["runId"], extra=extra)
+        extra = {"query": event["name"], "query_id": str(event["id"])}
+        self.logger.info("%s started (run %s)", event["name"], event["runId"], extra=extra)
 
     def progress(self, report: Mapping[str, Any]) -> None:
         self.logger.info(
@@ -309,7 +306,7 @@ class ProgressLogger(QueryEventHandler):
         )
 
     def terminated(self, event: Mapping[str, Any]) -> None:
-        name = self.names.pop(str(event["id"]), str(event["id"]))
+        name = event["name"]
         extra = {"query": name, "query_id": str(event["id"])}
         if event.get("exception"):
             first_line = str(event["exception"]).splitlines()[0]
@@ -326,10 +323,6 @@ class QueryMetrics(QueryEventHandler):
     def __init__(self, pipeline: str, committer: OffsetCommitter | None = None) -> None:
         self.pipeline = pipeline
         self.committer = committer
-        self.names: dict[str, str] = {}
-
-    def started(self, event: Mapping[str, Any]) -> None:
-        self.names[str(event["id"])] = event.get("name") or str(event["id"])
 
     def progress(self, report: Mapping[str, Any]) -> None:
         metrics.record_progress(self.pipeline, report)
@@ -337,12 +330,8 @@ class QueryMetrics(QueryEventHandler):
             self.committer.commit(str(report.get("name")), metrics.processed_offsets(report))
 
     def idle(self, event: Mapping[str, Any]) -> None:
-        name = self.names.get(str(event["id"]))
-        if name is not None:
-            metrics.record_alive(self.pipeline, name, event.get("timestamp"))
-
-    def terminated(self, event: Mapping[str, Any]) -> None:
-        self.names.pop(str(event["id"]), None)
+        if event["name"] is not None:
+            metrics.record_alive(self.pipeline, event["name"], event.get("timestamp"))
 
 
 class QueryLineage(QueryEventHandler):
@@ -357,15 +346,12 @@ class QueryLineage(QueryEventHandler):
     ) -> None:
         self.events = events
         self.datasets = datasets
-        self.names: dict[str, str] = {}
 
     def started(self, event: Mapping[str, Any]) -> None:
-        name = event.get("name") or str(event["id"])
-        self.names[str(event["id"])] = name
+        name = event["name"]
         inputs, outputs = self.datasets(name)
         self.events.send(self.events.event("START", name, str(event["runId"]), inputs, outputs))
 
     def terminated(self, event: Mapping[str, Any]) -> None:
-        name = self.names.pop(str(event["id"]), str(event["id"]))
         ended = "FAIL" if event.get("exception") else "COMPLETE"
-        self.events.send(self.events.event(ended, name, str(event["runId"])))
+        self.events.send(self.events.event(ended, event["name"], str(event["runId"])))
