@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import stage_throughput
-from common import machine
+from common import bench_topics, create_topics, machine
 
 from carstream import spark_io
 from carstream.broker import EmbeddedBroker
@@ -42,11 +42,9 @@ from carstream.config import (
     StreamSettings,
     Topics,
 )
-from carstream.kafka_admin import TopicAdmin
 from carstream.stages import dims, enrich_detect, generate
 from carstream.stages.streaming import StreamJob
 
-PARTITIONS = 2
 SEED = 7
 JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 
@@ -63,7 +61,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
 
 
 def _topics(label: str) -> Topics:
-    return Topics(*(f"ab-{label}.{name}" for name in Topics().all()))
+    return bench_topics(f"ab-{label}")
 
 
 def prepare(work: Path, kafka: KafkaSettings, events: int) -> Topics:
@@ -73,10 +71,7 @@ def prepare(work: Path, kafka: KafkaSettings, events: int) -> Topics:
         dims.run(spark, DimsSettings(num_cars=20, seed=SEED), StorageSettings(str(work)))
     finally:
         spark.stop()
-    topics = _topics("input")
-    admin = TopicAdmin(kafka)
-    admin.create_topics(topics.all(), partitions=PARTITIONS)
-    admin.close()
+    topics = create_topics(kafka, _topics("input"))
     cars = generate.read_car_ids(StorageSettings(str(work)))
     settings = GeneratorSettings(rate=1e9, max_events=events, seed=SEED)
     report = generate.run(kafka, topics, settings, cars)
@@ -98,10 +93,7 @@ def drain(work: Path, kafka: KafkaSettings, sensors: str, conf: dict[str, str]) 
         elif kind == "consumer":
             spark_io.CONSUMER_OPTIONS = {**spark_io.CONSUMER_OPTIONS, option: value}
     label = uuid.uuid4().hex[:8]
-    topics = _topics(label)
-    admin = TopicAdmin(kafka)
-    admin.create_topics(topics.all(), partitions=PARTITIONS)
-    admin.close()
+    topics = create_topics(kafka, _topics(label))
     topics = Topics(sensors, topics.enriched, topics.alerts, topics.counts, topics.dlq)
     spark = spark_io.spark_session("carstream-ab", extra_conf=spark_conf)
     stream = StreamSettings(checkpoint_location=str(work / label), trigger="availableNow")

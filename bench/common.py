@@ -19,11 +19,29 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # the repository: tests' process helpers
 
+from carstream.config import KafkaSettings, Topics  # noqa: E402
+from carstream.kafka_admin import TopicAdmin  # noqa: E402
 from tests.integration.processes import descendants  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 REPO_ROOT = BENCH_DIR.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PARTITIONS = 2  # of every topic a benchmark creates
+
+
+def bench_topics(prefix: str) -> Topics:
+    """The five pipeline topics, named `<prefix>.<topic>`."""
+    return Topics(*(f"{prefix}.{name}" for name in Topics().all()))
+
+
+def create_topics(kafka: KafkaSettings, topics: Topics) -> Topics:
+    """Creates `topics` (PARTITIONS each) and returns them."""
+    admin = TopicAdmin(kafka)
+    try:
+        admin.create_topics(topics.all(), partitions=PARTITIONS)
+    finally:
+        admin.close()
+    return topics
 
 
 def machine() -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any
 import generator_throughput
 import latency
 import stage_throughput
-from common import RESULTS_DIR, write_result
+from common import PARTITIONS, RESULTS_DIR, bench_topics, create_topics, write_result
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -51,7 +51,6 @@ from carstream.config import (
     StreamSettings,
     Topics,
 )
-from carstream.kafka_admin import TopicAdmin
 from carstream.stages import count, detect, dims, enrich, enrich_detect, generate
 from carstream.stages.streaming import StreamJob
 
@@ -62,7 +61,6 @@ TARGETS = {
     "enrich_detect": (">=", 100_000),
     "latency": ("<=", 2_000),
 }
-PARTITIONS = 2
 SEED = 7
 # Real-time mode runs every task of a query for the whole checkpoint interval: enrich and
 # detect side by side need 4 task slots (2 partitions each), so 4 threads on the 2 cores.
@@ -88,14 +86,7 @@ class Bench:
 
 
 def _topics(label: str) -> Topics:
-    return Topics(*(f"bench-{label}.{name}" for name in Topics().all()))
-
-
-def _create(kafka: KafkaSettings, topics: Topics) -> Topics:
-    admin = TopicAdmin(kafka)
-    admin.create_topics(topics.all(), partitions=PARTITIONS)
-    admin.close()
-    return topics
+    return bench_topics(f"bench-{label}")
 
 
 def _announce(label: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +101,7 @@ def _announce(label: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_generator(bench: Bench) -> dict[str, Any]:
-    side_topics = _create(bench.kafka, _topics("profile"))
+    side_topics = create_topics(bench.kafka, _topics("profile"))
     # The first idempotent producer of a new broker waits for its transaction coordinator.
     generator_throughput.warm_up(bench.kafka, side_topics, bench.car_ids)
     profile = generator_throughput.profile(bench.kafka, side_topics, bench.car_ids)
@@ -138,7 +129,9 @@ def bench_enrich_detect(bench: Bench) -> dict[str, Any]:
         lambda: enrich_detect.start(spark, fused_job, bench.storage, DetectSettings()),
         topics.sensors,
     )
-    side = dataclasses.replace(_create(bench.kafka, _topics("separate")), sensors=topics.sensors)
+    side = dataclasses.replace(
+        create_topics(bench.kafka, _topics("separate")), sensors=topics.sensors
+    )
     enrich_job = bench.job(side, "enrich", trigger="availableNow")
     detect_job = bench.job(side, "detect", trigger="availableNow")
     enriched = _drain(
@@ -183,7 +176,7 @@ def bench_latency(bench: Bench) -> dict[str, Any]:
     args = bench.args
     runs = []
     for trigger, interval in LATENCY_TRIGGERS:
-        topics = _create(bench.kafka, _topics(f"live-{trigger}"))
+        topics = create_topics(bench.kafka, _topics(f"live-{trigger}"))
         stream = {"trigger": trigger, "trigger_interval": interval}
         enrich_job = bench.job(topics, f"live-{trigger}-enrich", **stream)
         detect_job = bench.job(topics, f"live-{trigger}-detect", **stream)
@@ -329,7 +322,7 @@ def main() -> int:
                     storage=storage,
                     car_ids=generate.read_car_ids(storage),
                     checkpoints=work / "checkpoints",
-                    filled=_create(kafka, _topics("filled")),
+                    filled=create_topics(kafka, _topics("filled")),
                 )
                 for name in to_run:
                     results[name] = STEPS[name](bench)
